@@ -1,0 +1,50 @@
+"""affinity-seg: TF2/Keras 3 ports of AAF, SegSort, AffinityNet (PSA) and A2GNN."""
+from setuptools import find_packages, setup
+
+TF_VERSION = "2.21.*"
+
+setup(
+    name="affinity-seg",
+    version="0.1.0",
+    description=("Faithful TensorFlow 2 / Keras 3 reimplementation of AAF, SegSort, "
+                 "AffinityNet (PSA) and A2GNN semantic segmentation."),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["common", "common.*", "aaf", "aaf.*", "segsort", "segsort.*",
+                                    "affinitynet", "affinitynet.*", "a2gnn", "a2gnn.*"]),
+    include_package_data=True,
+    # TensorFlow itself comes from one of the extras so that CPU-only machines do not pull CUDA wheels
+    # and GPU machines do not end up with two TensorFlow distributions side by side.
+    install_requires=[
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "pillow>=10.0",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.66",
+        "absl-py>=2.0",
+        "pydensecrf2>=1.1",
+    ],
+    extras_require={
+        "tf": [f"tensorflow=={TF_VERSION}"],
+        "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
+        "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
+        "cityscapes": ["cityscapesscripts>=2.2"],
+        "test": ["pytest>=8.0", "cityscapesscripts>=2.2"],
+    },
+    entry_points={
+        "console_scripts": [
+            "aaf-train=aaf.train:run",
+            "aaf-train-affinity=aaf.train:run_affinity",
+            "aaf-train-aaf=aaf.train:run_aaf",
+            "aaf-inference=aaf.inference:run",
+            "aaf-inference-msc=aaf.inference_msc:run",
+            "aaf-benchmark=aaf.benchmark:run",
+            "aaf-quickstart=aaf.quickstart:run",
+            "affinity-seg-synthetic=common.data.synthetic:run",
+            "affinity-seg-benchmark=common.eval.benchmark:run",
+            "affinity-seg-export=common.infer.export:run",
+        ],
+    },
+)
