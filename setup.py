@@ -41,6 +41,7 @@ setup(
             "aaf-inference=aaf.inference:run",
             "aaf-inference-msc=aaf.inference_msc:run",
             "aaf-benchmark=aaf.benchmark:run",
+            "aaf-encode-cityscapes-testid=aaf.encode_cityscapes_testid:run",
             "aaf-quickstart=aaf.quickstart:run",
             "affinity-seg-synthetic=common.data.synthetic:run",
             "affinity-seg-benchmark=common.eval.benchmark:run",

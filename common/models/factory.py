@@ -1,0 +1,76 @@
+"""One place that turns a model name + sizes (or the matching CLI flags) into a segmentation keras.Model.
+
+Training CLIs, inference CLIs and the SavedModel exporter all build models through here, so a checkpoint written
+by one is read by the others under the same original variable names.
+"""
+MODEL_NAMES = ('pspnet', 'deeplab', 'fcn')
+
+
+def parse_int_list(text, flag, length=None):
+    """'336,336' -> [336, 336] with an error that names the flag."""
+    try:
+        values = [int(v) for v in str(text).split(',') if v.strip()]
+    except ValueError:
+        raise ValueError(f'--{flag}: expected comma-separated integers, got {text!r}') from None
+    if length is not None and len(values) != length:
+        raise ValueError(f'--{flag}: expected {length} comma-separated integers, got {text!r}')
+    return values
+
+
+def build_segmentation_model(model_name, num_classes, input_size, backbone=None, psp_channels=512, training=False,
+                             use_global_status=None, synchronized=False):
+    """Builds 'pspnet', 'deeplab' or 'fcn' on ResNet-v1.
+
+    Args:
+      model_name: one of MODEL_NAMES.
+      num_classes: output channels.
+      input_size: (H, W) the model is built for (PSPNet/FCN need square sides divisible by 48).
+      backbone: dict of `build_resnet_v1` kwargs (None = ResNet-101).
+      psp_channels: PSPNet pyramid/head width.
+      training: True = trainable convolutions (the originals' --is-training); False = an inference graph.
+      use_global_status: BN uses moving statistics with frozen beta/gamma; default `not training`, as the
+        originals' inference graphs.
+      synchronized: cross-replica BN moments (multi-replica training).
+    Returns:
+      keras.Model images [N, H, W, 3] -> logits [N, H/8, W/8, num_classes].
+    """
+    if use_global_status is None:
+        use_global_status = not training
+    common = dict(backbone=backbone, use_global_status=use_global_status, is_training=training,
+                  synchronized=synchronized)
+    if model_name == 'pspnet':
+        from common.models.pspnet import build_pspnet
+        return build_pspnet(num_classes, list(input_size), psp_channels=psp_channels, **common)
+    if model_name == 'deeplab':
+        from common.models.deeplab import build_deeplab
+        return build_deeplab(num_classes, **common)
+    if model_name == 'fcn':
+        from common.models.fcn import build_fcn
+        return build_fcn(num_classes, list(input_size), **common)
+    raise ValueError(f'--model must be one of {MODEL_NAMES}, got {model_name!r}')
+
+
+def define_model_flags(flag_values=None):
+    """Defines --model, --backbone_filters, --backbone_blocks, --psp_channels (ResNet-101 PSPNet defaults)."""
+    from absl import flags
+    fv = flag_values or flags.FLAGS
+    flags.DEFINE_enum('model', 'pspnet', list(MODEL_NAMES), 'Segmentation network.', flag_values=fv)
+    flags.DEFINE_string('backbone_filters', '64,128,256,512', 'ResNet-v1 bottleneck widths of blocks 1-4 '
+                        '(reduced values give a small network of the same builder).', flag_values=fv)
+    flags.DEFINE_string('backbone_blocks', '3,4,23,3', 'ResNet-v1 units per block (3,4,23,3 = ResNet-101).',
+                        flag_values=fv)
+    flags.DEFINE_integer('psp_channels', 512, 'Channels of the PSP pyramid branches and head conv.',
+                         flag_values=fv)
+
+
+def backbone_from_flags(flag_values):
+    """The `backbone` dict described by the flags of `define_model_flags`."""
+    return {'filters': tuple(parse_int_list(flag_values.backbone_filters, 'backbone_filters', 4)),
+            'num_blocks': tuple(parse_int_list(flag_values.backbone_blocks, 'backbone_blocks', 4))}
+
+
+def model_from_flags(flag_values, num_classes, input_size, **kwargs):
+    """`build_segmentation_model` from the flags of `define_model_flags`."""
+    return build_segmentation_model(flag_values.model, num_classes, input_size,
+                                    backbone=backbone_from_flags(flag_values),
+                                    psp_channels=flag_values.psp_channels, **kwargs)
