@@ -5,12 +5,16 @@ variables by the names the originals gave them. Keras 3 forbids '/' in layer nam
 original name of every variable they create here; a variable without a record falls back to its Keras path.
 """
 
+import itertools
+
 _ORIGINAL_NAMES = {}
+_RECORD_COUNTER = itertools.count()
 
 
 def set_original_name(variable, name):
-    """Records the original name (without ':0') of a Keras variable."""
-    _ORIGINAL_NAMES[id(variable)] = (variable, name)
+    """Records the original name (without ':0') of a Keras variable (and when it was recorded, see
+    `in_original_order`)."""
+    _ORIGINAL_NAMES[id(variable)] = (variable, name, next(_RECORD_COUNTER))
 
 
 def original_name(variable):
@@ -30,3 +34,18 @@ def original_names(variables):
             raise ValueError(f'two variables share the original name {name!r}')
         out[name] = v
     return out
+
+
+def in_original_order(variables):
+    """The variables sorted by the order their original names were recorded (= creation order of the TF1 graph,
+    e.g. a bottleneck's `shortcut` before its `conv1`); Keras' `model.variables` is ordered by graph depth instead.
+    Variables without a record keep their relative order, after the recorded ones."""
+    variables = list(variables)
+
+    def key(item):
+        index, v = item
+        entry = _ORIGINAL_NAMES.get(id(v))
+        if entry is not None and entry[0] is v:
+            return (0, entry[2])
+        return (1, index)
+    return [v for _, v in sorted(enumerate(variables), key=key)]
