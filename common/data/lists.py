@@ -1,0 +1,113 @@
+"""List files of the originals: AAF/SegSort `<image> <mask>` lines and PSA/A2GNN id lists.
+
+AAF/SegSort lists hold one sample per line, `<image> <mask>` separated by ONE space, relative to `data_dir`, which is
+prepended by plain string concatenation (so `data_dir` needs its trailing '/'). Lines that do not split into exactly
+two tokens are test lines: the whole line is both image and mask.
+"""
+import os
+import tempfile
+
+
+class EmptyListError(ValueError):
+    """A list file holds no sample."""
+
+
+def _read_list_lines(data_list):
+    """Lines of a list file without their '\\n' (original semantics: only '\\n' is stripped).
+
+    Raises:
+      FileNotFoundError: the list file does not exist.
+      EmptyListError: the file holds no line.
+    """
+    if not os.path.isfile(data_list):
+        raise FileNotFoundError(f'list file not found: {data_list}')
+    with open(data_list, 'r') as f:
+        lines = [line.strip('\n') for line in f]
+    if not lines or all(not line.strip() for line in lines):
+        raise EmptyListError(f'list file {data_list} is empty (no sample lines)')
+    return lines
+
+
+def split_list_line(line):
+    """(image, mask) relative paths of one list line: two space-separated tokens, else the whole line twice."""
+    tokens = line.split(' ')
+    if len(tokens) == 2:
+        return tokens[0], tokens[1]
+    return line, line
+
+
+def read_labeled_image_list(data_dir, data_list):
+    """Reads an AAF/SegSort list file.
+
+    Args:
+      data_dir: root prepended to every token by string concatenation (keep its trailing '/').
+      data_list: path of the list file.
+
+    Returns:
+      (images, masks): two lists of str paths, in list order (masks == images for single-column test lines).
+
+    Raises:
+      FileNotFoundError / EmptyListError naming the list file.
+    """
+    images, masks = [], []
+    for line in _read_list_lines(data_list):
+        image, mask = split_list_line(line)
+        images.append(data_dir + image)
+        masks.append(data_dir + mask)
+    return images, masks
+
+
+def read_unsup_labeled_image_list(data_dir, data_list):
+    """SegSort unsupervised list: like `read_labeled_image_list` plus HED over-segmentation paths.
+
+    The HED path is `mask.replace('segcls', 'hed')` as in the original (quirk Q-S2: masks without 'segcls' in their
+    path, e.g. the SBD lines of train+.txt, are used unchanged as their own "over-segmentation").
+
+    Returns:
+      (images, masks, segs): three lists of str paths.
+    """
+    images, masks, segs = [], [], []
+    for line in _read_list_lines(data_list):
+        image, mask = split_list_line(line)
+        images.append(data_dir + image)
+        masks.append(data_dir + mask)
+        segs.append(data_dir + mask.replace('segcls', 'hed'))
+    return images, masks, segs
+
+
+def load_img_name_list(dataset_path):
+    """PSA/A2GNN image ids of a list of `/JPEGImages/<id>.jpg [/SegmentationClassAug/<id>.png]` lines.
+
+    As the original, the id is the first space-separated token sliced `[-15:-4]` (the 11-character VOC id
+    `YYYY_NNNNNN`).
+
+    Returns:
+      list of str ids in list order.
+    """
+    lines = _read_list_lines(dataset_path)
+    return [line.split(' ')[0][-15:-4] for line in lines if line.strip()]
+
+
+def write_image_list(path, rows):
+    """Writes a list file atomically, one `<image> <mask>` (or single path) line per row, '\\n'-terminated.
+
+    Args:
+      path: output list file.
+      rows: iterable of str or tuples of str (joined with one space).
+
+    Returns:
+      the number of lines written.
+    """
+    lines = [row if isinstance(row, str) else ' '.join(row) for row in rows]
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_list_')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(''.join(line + '\n' for line in lines))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return len(lines)
