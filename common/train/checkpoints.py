@@ -1,0 +1,169 @@
+"""Checkpoints: saving/resuming a run, partial restore for stage 1/2, the run's config.
+
+Layout of a snapshot dir (like the originals): `model.ckpt-<step>.index/.data-*` written by
+`tf.train.CheckpointManager(checkpoint_name='model.ckpt', max_to_keep=10)`, the `checkpoint` state file, `config`
+(one `| key = value` line per flag, as AAF's `snapshot_arg`) and `config.json`, plus TensorBoard events.
+
+A checkpoint holds (`make_checkpoint`):
+  variables/<original name>   every model variable (BN moving statistics included) and the extra variables,
+                              keyed by `common.models.naming.original_name` -- so restores work by NAME, like a
+                              TF1 Saver, independently of Keras object paths;
+  optimizer/...               slots (keyed by original name) and the optimizer's step counter;
+  step                        number of completed steps (= the loop index of the next step);
+  data_position               number of batches each input pipeline has handed out (deterministic skip on resume).
+
+Atomicity: `Checkpoint.save` writes the shards under a temporary prefix and merges/renames them into place; only then
+is the `checkpoint` state file rewritten (itself with an atomic write-and-rename). A process killed while saving
+leaves the previous checkpoint and a state file that points to it; the engine never saves after a non-finite loss.
+
+Partial restore (`restore_variables`): AAF/SegSort stage 1 starts from the ImageNet Slim checkpoint (TF1 names;
+delegated to `common.weights.slim.load_slim_checkpoint`), stage 2 from a stage-1 checkpoint of this project. In
+both cases only the MODEL variables are restored, minus those whose original name contains an exclude scope
+(`--not-restore-classifier` = ('block5',)); optimizer slots, the step and the extra (AAF adversarial) variables start
+fresh -- faithful to the originals' `restore_var` list (aaf_segsort.md Q-A9). `expect_partial` semantics: keys of
+the checkpoint that no variable asks for are reported, not an error.
+"""
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+
+from common.models.naming import original_name
+from common.train.optimizers import unwrap_variable
+
+CHECKPOINT_NAME = 'model.ckpt'
+_VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+def escape_key(name):
+    """How tf.train.Checkpoint escapes a dict key inside a checkpoint key ('.' -> '..', '/' -> '.S')."""
+    return name.replace('.', '..').replace('/', '.S')
+
+
+def variable_key(name):
+    """The checkpoint key of the variable whose original name is `name`."""
+    return 'variables/' + escape_key(name) + _VALUE_SUFFIX
+
+
+def named_variables(variables):
+    """{original name: tf.Variable} for checkpointing; raises on duplicate names."""
+    out = {}
+    for v in variables:
+        name = original_name(v)
+        if name in out:
+            raise ValueError(f'two variables share the original name {name!r}; checkpoints need unique names')
+        out[name] = unwrap_variable(v)
+    return out
+
+
+def make_checkpoint(variables, optimizer=None, **counters):
+    """A tf.train.Checkpoint over named variables, the optimizer and scalar counter variables.
+
+    Args:
+      variables: model variables (all of them, not only trainable) + extra variables.
+      optimizer: a `GroupedOptimizer` (built) or None.
+      **counters: tf.Variables such as step=..., data_position=....
+    """
+    kwargs = dict(counters)
+    if optimizer is not None:
+        kwargs['optimizer'] = optimizer
+    return tf.train.Checkpoint(variables=named_variables(variables), **kwargs)
+
+
+def make_manager(checkpoint, snapshot_dir, max_to_keep=10):
+    """`tf.train.CheckpointManager` writing `<snapshot_dir>/model.ckpt-<step>`."""
+    return tf.train.CheckpointManager(checkpoint, snapshot_dir, max_to_keep=max_to_keep,
+                                      checkpoint_name=CHECKPOINT_NAME)
+
+
+def resolve_checkpoint(path, flag='--restore-from'):
+    """A checkpoint prefix from a prefix or a directory (its latest checkpoint); clear errors otherwise."""
+    if not path:
+        raise ValueError(f'{flag} is empty')
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f'{flag}: directory {path!r} contains no checkpoint')
+        return latest
+    if not (tf.io.gfile.exists(path + '.index') or tf.io.gfile.exists(path)):
+        raise FileNotFoundError(f'{flag}: no checkpoint at {path!r} (expected {path}.index)')
+    return path
+
+
+def is_object_checkpoint(path):
+    """True for checkpoints written by `make_checkpoint` (TF2 object graph with `variables/...` keys)."""
+    keys = [k for k, _ in tf.train.list_variables(path)]
+    return '_CHECKPOINTABLE_OBJECT_GRAPH' in keys and any(k.startswith('variables/') for k in keys)
+
+
+def excluded(name, exclude_scopes):
+    """True if the original name contains any exclude scope (the originals test `'block5' not in v.name`)."""
+    return any(scope and scope in name for scope in exclude_scopes)
+
+
+def restore_variables(variables, ckpt_path, exclude_scopes=(), model=None):
+    """Restores variables by original name from a checkpoint (stage 1 / stage 2 initialisation).
+
+    Args:
+      variables: the variables to restore (the engine passes all MODEL variables, not extras or optimizer slots).
+      ckpt_path: a checkpoint prefix or a directory. Checkpoints of this project are read by name; TF1/Slim
+        checkpoints are handed to `common.weights.slim.load_slim_checkpoint(model, path, exclude_scopes)`.
+      exclude_scopes: substrings; variables whose original name contains one are not restored.
+      model: the Keras model (needed for Slim checkpoints).
+    Returns:
+      (restored, missing, unexpected): lists of original names restored, names absent from the checkpoint, and
+      checkpoint variable names nobody asked for (`expect_partial`).
+    """
+    path = resolve_checkpoint(ckpt_path)
+    if not is_object_checkpoint(path):
+        if model is None:
+            raise ValueError(f'--restore-from: {path} is a TF1/Slim checkpoint; pass the model to restore it')
+        from common.weights.slim import load_slim_checkpoint  # another engineer's module; lazy on purpose
+        return load_slim_checkpoint(model, path, exclude_scopes=tuple(exclude_scopes))
+    reader = tf.train.load_checkpoint(path)
+    shapes = reader.get_variable_to_shape_map()
+    restored, missing, asked = [], [], set()
+    for name, var in named_variables(variables).items():
+        if excluded(name, exclude_scopes):
+            continue
+        key = variable_key(name)
+        asked.add(key)
+        if key not in shapes:
+            missing.append(name)
+            continue
+        if list(shapes[key]) != list(var.shape):
+            raise ValueError(f'--restore-from {path}: variable {name!r} has shape {shapes[key]} in the checkpoint '
+                             f'but {list(var.shape)} in the model')
+        var.assign(reader.get_tensor(key))
+        restored.append(name)
+    unexpected = [k[len('variables/'):-len(_VALUE_SUFFIX)] for k in shapes
+                  if k.startswith('variables/') and k.endswith(_VALUE_SUFFIX) and k not in asked]
+    return restored, missing, unexpected
+
+
+def _atomic_write_text(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_config(snapshot_dir, config):
+    """Writes the run's flags beside the checkpoints: `config` (AAF `snapshot_arg` format) and `config.json`.
+
+    Args:
+      snapshot_dir: directory (created if needed).
+      config: dict of flag name -> value (values that JSON cannot encode are stored as strings).
+    """
+    os.makedirs(snapshot_dir, exist_ok=True)
+    lines = ''.join(f'| {key} = {value}\n' for key, value in config.items())
+    _atomic_write_text(os.path.join(snapshot_dir, 'config'), lines)
+    _atomic_write_text(os.path.join(snapshot_dir, 'config.json'),
+                       json.dumps(config, indent=2, sort_keys=True, default=str) + '\n')
