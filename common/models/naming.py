@@ -6,21 +6,38 @@ original name of every variable they create here; a variable without a record fa
 """
 
 import itertools
+import weakref
 
+# id(variable) -> (weak reference to the variable, name, record index). Weak, so that recording a name never keeps
+# a model alive (tests build hundreds of models in one process); a dead entry is dropped by the reference's callback.
 _ORIGINAL_NAMES = {}
 _RECORD_COUNTER = itertools.count()
+
+
+def _entry(variable):
+    entry = _ORIGINAL_NAMES.get(id(variable))
+    if entry is not None and entry[0]() is variable:
+        return entry
+    return None
 
 
 def set_original_name(variable, name):
     """Records the original name (without ':0') of a Keras variable (and when it was recorded, see
     `in_original_order`)."""
-    _ORIGINAL_NAMES[id(variable)] = (variable, name, next(_RECORD_COUNTER))
+    key = id(variable)
+
+    def forget(ref, key=key):
+        current = _ORIGINAL_NAMES.get(key)
+        if current is not None and current[0] is ref:
+            del _ORIGINAL_NAMES[key]
+
+    _ORIGINAL_NAMES[key] = (weakref.ref(variable, forget), name, next(_RECORD_COUNTER))
 
 
 def original_name(variable):
     """The original name of a variable: the recorded one, else its Keras `path` (else `name`)."""
-    entry = _ORIGINAL_NAMES.get(id(variable))
-    if entry is not None and entry[0] is variable:
+    entry = _entry(variable)
+    if entry is not None:
         return entry[1]
     return getattr(variable, 'path', None) or variable.name.split(':')[0]
 
@@ -44,8 +61,8 @@ def in_original_order(variables):
 
     def key(item):
         index, v = item
-        entry = _ORIGINAL_NAMES.get(id(v))
-        if entry is not None and entry[0] is v:
+        entry = _entry(v)
+        if entry is not None:
             return (0, entry[2])
         return (1, index)
     return [v for _, v in sorted(enumerate(variables), key=key)]

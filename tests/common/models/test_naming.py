@@ -18,3 +18,17 @@ def test_registry_order_and_fallback():
     set_original_name(c, 'net/first/weights')
     with pytest.raises(ValueError, match='net/first/weights'):
         original_names([a, b, c])
+
+
+def test_recording_a_name_does_not_keep_the_variable_alive():
+    import gc
+    import keras
+    from common.models import naming
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    naming.set_original_name(layer.kernel, 'dense/weights')
+    assert naming.original_name(layer.kernel) == 'dense/weights'
+    before = len(naming._ORIGINAL_NAMES)
+    del layer
+    gc.collect()
+    assert len(naming._ORIGINAL_NAMES) == before - 1

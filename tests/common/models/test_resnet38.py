@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from common.models import resnet38
-from common.models import naming
 from common.models.naming import original_name
 from common.weights.torch_convert import load_torch_state_dict
 from test_torch_layers import np_batch_norm, np_conv2d, to_nchw, to_nhwc
@@ -110,11 +109,6 @@ def test_full_size_build_has_105m_conv_weights():
     conv = sum(int(np.prod(v.shape)) for v in model.weights if len(v.shape) == 4)
     assert conv == 105_023_168
     assert sum(int(np.prod(v.shape)) for v in model.weights if len(v.shape) == 1) == 2 * 47_744  # + running stats
-    # naming keeps strong references to recorded variables; drop ours so the 420 MB can be freed.
-    registry = getattr(naming, '_ORIGINAL_NAMES', None)
-    if isinstance(registry, dict):
-        for v in model.weights:
-            registry.pop(id(v), None)
 
 
 def test_forward_matches_numpy_reference_and_output_stride(small_model):
