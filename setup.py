@@ -24,6 +24,7 @@ setup(
         "opencv-python-headless>=4.8",
         "tqdm>=4.66",
         "absl-py>=2.0",
+        "tensorboard>=2.16",  # to view the training summaries (tensorflow-cpu does not pull it in)
         "pydensecrf2>=1.1",
     ],
     extras_require={
