@@ -8,6 +8,8 @@ Writes `<save-dir>/gray/<name>.png` (label ids) and `<save-dir>/color/<name>.png
 `cityscapes` or the originals' `misc/colormap*.mat` files. Checkpoints of this project and TF1/Slim checkpoints of
 the original code are both accepted by `--restore-from`.
 """
+import os
+
 from absl import flags, logging
 
 from common.cli import run_app
@@ -20,25 +22,31 @@ from common.train.checkpoints import restore_variables
 FLAGS = flags.FLAGS
 
 
-def define_flags(msc):
-    """The originals' inference flags (aaf_segsort.md 1.1); `msc` adds --flip_aug / --scale_aug."""
-    flags.DEFINE_string('data_dir', '', 'Prefix joined to the list entries by plain concatenation.')
-    flags.DEFINE_string('data_list', '', 'List file (two columns, or one column of images).')
-    flags.DEFINE_string('input_size', '512,512', 'Window "H,W" the network is built for.')
-    flags.DEFINE_string('strides', '512,512', 'Window strides "H,W".')
-    flags.DEFINE_integer('num_classes', 21, 'Number of classes.')
-    flags.DEFINE_integer('ignore_label', 255, 'Start value of the score accumulator (the original uses 255).')
-    flags.DEFINE_string('restore_from', '', 'Checkpoint prefix or snapshot directory.')
-    flags.DEFINE_string('save_dir', '', 'Output directory (gray/ and color/).')
-    flags.DEFINE_string('colormap', 'voc', 'voc, cityscapes, or an original colormap*.mat file.')
-    flags.DEFINE_boolean('save_probabilities', False, 'Also save the summed class scores as .npy.')
+def define_flags(msc, flag_values=FLAGS):
+    """The originals' inference flags (aaf_segsort.md 1.1); `msc` adds --flip_aug / --scale_aug.
+
+    Args:
+      msc: define the multi-scale flags too (`aaf.inference_msc`).
+      flag_values: the absl `FlagValues` to define them in (default the global FLAGS; tests pass a fresh one).
+    """
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string('data_dir', '', 'Prefix joined to the list entries by plain concatenation.', **fv)
+    flags.DEFINE_string('data_list', '', 'List file (two columns, or one column of images).', **fv)
+    flags.DEFINE_string('input_size', '512,512', 'Window "H,W" the network is built for.', **fv)
+    flags.DEFINE_string('strides', '512,512', 'Window strides "H,W".', **fv)
+    flags.DEFINE_integer('num_classes', 21, 'Number of classes.', **fv)
+    flags.DEFINE_integer('ignore_label', 255, 'Start value of the score accumulator (the original uses 255).', **fv)
+    flags.DEFINE_string('restore_from', '', 'Checkpoint prefix or snapshot directory.', **fv)
+    flags.DEFINE_string('save_dir', '', 'Output directory (gray/ and color/).', **fv)
+    flags.DEFINE_string('colormap', 'voc', 'voc, cityscapes, or an original colormap*.mat file.', **fv)
+    flags.DEFINE_boolean('save_probabilities', False, 'Also save the summed class scores as .npy.', **fv)
     flags.DEFINE_boolean('fix_basename', False, 'Replace only the ".jpg" extension (the original replaces every '
-                         '"jpg" in the file name).')
-    flags.DEFINE_boolean('progress', True, 'Show a progress bar.')
+                         '"jpg" in the file name).', **fv)
+    flags.DEFINE_boolean('progress', True, 'Show a progress bar.', **fv)
     if msc:
-        flags.DEFINE_boolean('flip_aug', False, 'Add left-right flipped passes.')
-        flags.DEFINE_boolean('scale_aug', False, 'Scales 0.5, 0.75, 1, 1.25, 1.5, 1.75 instead of 1.')
-    define_model_flags()
+        flags.DEFINE_boolean('flip_aug', False, 'Add left-right flipped passes.', **fv)
+        flags.DEFINE_boolean('scale_aug', False, 'Scales 0.5, 0.75, 1, 1.25, 1.5, 1.75 instead of 1.', **fv)
+    define_model_flags(flag_values)
 
 
 def load_inference_model(cfg, input_size):
@@ -59,6 +67,8 @@ def predict_list(cfg, msc):
     """Runs the model over every image of the list and writes the outputs; returns the written paths."""
     if not cfg.data_list:
         raise ValueError('--data-list is required')
+    if not os.path.isfile(cfg.data_list):
+        raise FileNotFoundError(f'--data-list: list file not found: {cfg.data_list}')
     if not cfg.save_dir:
         raise ValueError('--save-dir is required')
     input_size = parse_int_list(cfg.input_size, 'input_size', 2)

@@ -16,7 +16,13 @@ Differences from the originals, each behind a flag with the original as default 
   * an empty `--restore_from` trains from scratch (the original crashed, Q-A7).
   * `--fused_loss` (default) uses the fused affinity op, whose empty edge/non-edge sets contribute 0 instead of the
     original's NaN (Q-A3); `--nofused_loss` runs the literal original formulation.
+
+From Python (tests, notebooks): define the flags in a fresh `absl.flags.FlagValues` with `define_flags(fv)`, parse
+them (`fv(common.cli.normalize_flag_names(argv))`), then `train_from_flags(fv, hooks)` -- or `build_trainer(fv)` to
+inspect the model, restore or swap the input pipeline before `trainer.train()`.
 """
+import os
+
 import tensorflow as tf
 from absl import flags, logging
 
@@ -24,7 +30,7 @@ from common.cli import run_app
 from common.data.aaf_reader import IMG_MEAN, shrink_labels
 from common.data.pipeline import build_segmentation_dataset
 from common.models.factory import define_model_flags, model_from_flags, parse_int_list
-from common.train.engine import TrainConfig, train
+from common.train.engine import TrainConfig, Trainer
 from common.train.optimizers import aaf_variable_groups
 from common.train.strategy import make_strategy
 
@@ -32,51 +38,60 @@ MODES = ('baseline', 'affinity', 'aaf')
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-    """The originals' training flags (aaf_segsort.md 1.1) plus the port's own options."""
+def define_flags(flag_values=FLAGS):
+    """The originals' training flags (aaf_segsort.md 1.1) plus the port's own options.
+
+    Args:
+      flag_values: the absl `FlagValues` to define them in (default the global FLAGS; tests pass a fresh one).
+    """
+    fv = dict(flag_values=flag_values)
     flags.DEFINE_enum('mode', 'baseline', list(MODES), 'baseline = train.py (softmax CE), affinity = '
-                      'train_affinity.py, aaf = train_aaf.py.')
-    flags.DEFINE_integer('batch_size', 1, 'Global number of images per step.')
-    flags.DEFINE_string('data_dir', '', 'Prefix joined to the list entries by plain concatenation (keep the "/").')
-    flags.DEFINE_string('data_list', '', 'List file of "<image> <label>" lines.')
-    flags.DEFINE_integer('ignore_label', 255, 'Label padding value; every label > num_classes-1 is ignored.')
-    flags.DEFINE_string('input_size', '336,336', 'Training crop "H,W" (PSPNet: square, multiple of 48).')
-    flags.DEFINE_integer('random_seed', 1234, 'Seed of the initial weights and of the data pipeline.')
-    flags.DEFINE_boolean('is_training', False, 'Make convolution weights trainable (every original script passes it).')
-    flags.DEFINE_boolean('use_global_status', False, 'BN uses moving statistics and beta/gamma are frozen.')
-    flags.DEFINE_float('learning_rate', 2.5e-4, 'Base learning rate of the poly schedule.')
-    flags.DEFINE_float('power', 0.9, 'Poly schedule exponent.')
-    flags.DEFINE_float('momentum', 0.9, 'TF1 momentum.')
-    flags.DEFINE_float('weight_decay', 5e-4, 'L2 coefficient on convolution kernels.')
-    flags.DEFINE_integer('num_classes', 21, 'Number of classes.')
-    flags.DEFINE_integer('num_steps', 20000, 'Training steps (the loop runs 0..num_steps-1).')
-    flags.DEFINE_integer('iter_size', 10, 'Optimizer updates per step, each on a new batch (the original meaning).')
-    flags.DEFINE_boolean('accumulate_gradients', False, 'Average iter_size gradients into ONE update instead.')
-    flags.DEFINE_boolean('random_mirror', False, 'Random left-right flips.')
-    flags.DEFINE_boolean('random_crop', False, 'Random (instead of centre) crops.')
-    flags.DEFINE_boolean('random_scale', False, 'Random scaling in [0.5, 2.0).')
-    flags.DEFINE_string('restore_from', '', 'Initial weights: ImageNet TF-Slim checkpoint or a stage-1 checkpoint.')
-    flags.DEFINE_integer('save_pred_every', 10000, 'Save model.ckpt-<step> when step % N == 0 and step > 0.')
-    flags.DEFINE_integer('update_tb_every', 20, 'TensorBoard summaries every N steps.')
-    flags.DEFINE_string('snapshot_dir', '', 'Checkpoints, TensorBoard events and the run config.')
-    flags.DEFINE_boolean('not_restore_classifier', False, 'Do not restore block5 (the PSP head and classifier).')
-    flags.DEFINE_integer('num_gpu', 1, 'Replicas (GPUs) of a MirroredStrategy; 1 = one device.')
+                      'train_affinity.py, aaf = train_aaf.py.', **fv)
+    flags.DEFINE_integer('batch_size', 1, 'Global number of images per step.', **fv)
+    flags.DEFINE_string('data_dir', '', 'Prefix joined to the list entries by plain concatenation (keep the "/").',
+                        **fv)
+    flags.DEFINE_string('data_list', '', 'List file of "<image> <label>" lines.', **fv)
+    flags.DEFINE_integer('ignore_label', 255, 'Label padding value; every label > num_classes-1 is ignored.', **fv)
+    flags.DEFINE_string('input_size', '336,336', 'Training crop "H,W" (PSPNet: square, multiple of 48).', **fv)
+    flags.DEFINE_integer('random_seed', 1234, 'Seed of the initial weights and of the data pipeline.', **fv)
+    flags.DEFINE_boolean('is_training', False, 'Make convolution weights trainable (every original script passes '
+                         'it).', **fv)
+    flags.DEFINE_boolean('use_global_status', False, 'BN uses moving statistics and beta/gamma are frozen.', **fv)
+    flags.DEFINE_float('learning_rate', 2.5e-4, 'Base learning rate of the poly schedule.', **fv)
+    flags.DEFINE_float('power', 0.9, 'Poly schedule exponent.', **fv)
+    flags.DEFINE_float('momentum', 0.9, 'TF1 momentum.', **fv)
+    flags.DEFINE_float('weight_decay', 5e-4, 'L2 coefficient on convolution kernels.', **fv)
+    flags.DEFINE_integer('num_classes', 21, 'Number of classes.', **fv)
+    flags.DEFINE_integer('num_steps', 20000, 'Training steps (the loop runs 0..num_steps-1).', **fv)
+    flags.DEFINE_integer('iter_size', 10, 'Optimizer updates per step, each on a new batch (the original meaning).',
+                         **fv)
+    flags.DEFINE_boolean('accumulate_gradients', False, 'Average iter_size gradients into ONE update instead.', **fv)
+    flags.DEFINE_boolean('random_mirror', False, 'Random left-right flips.', **fv)
+    flags.DEFINE_boolean('random_crop', False, 'Random (instead of centre) crops.', **fv)
+    flags.DEFINE_boolean('random_scale', False, 'Random scaling in [0.5, 2.0).', **fv)
+    flags.DEFINE_string('restore_from', '', 'Initial weights: ImageNet TF-Slim checkpoint or a stage-1 checkpoint.',
+                        **fv)
+    flags.DEFINE_integer('save_pred_every', 10000, 'Save model.ckpt-<step> when step % N == 0 and step > 0.', **fv)
+    flags.DEFINE_integer('update_tb_every', 20, 'TensorBoard summaries every N steps.', **fv)
+    flags.DEFINE_string('snapshot_dir', '', 'Checkpoints, TensorBoard events and the run config.', **fv)
+    flags.DEFINE_boolean('not_restore_classifier', False, 'Do not restore block5 (the PSP head and classifier).', **fv)
+    flags.DEFINE_integer('num_gpu', 1, 'Replicas (GPUs) of a MirroredStrategy; 1 = one device.', **fv)
     flags.DEFINE_enum('strategy', 'auto', ['auto', 'one_device', 'mirrored', 'multi_worker', 'tpu'],
-                      'tf.distribute strategy; auto = one device or MirroredStrategy by --num_gpu.')
-    flags.DEFINE_float('kld_margin', None, 'Margin of the edge KL (affinity / aaf modes; 3.0 in the papers).')
-    flags.DEFINE_float('kld_lambda_1', None, 'Weight of the edge term (affinity / aaf modes).')
-    flags.DEFINE_float('kld_lambda_2', None, 'Weight of the non-edge term (affinity / aaf modes).')
+                      'tf.distribute strategy; auto = one device or MirroredStrategy by --num_gpu.', **fv)
+    flags.DEFINE_float('kld_margin', None, 'Margin of the edge KL (affinity / aaf modes; 3.0 in the papers).', **fv)
+    flags.DEFINE_float('kld_lambda_1', None, 'Weight of the edge term (affinity / aaf modes).', **fv)
+    flags.DEFINE_float('kld_lambda_2', None, 'Weight of the non-edge term (affinity / aaf modes).', **fv)
     flags.DEFINE_enum('loss_reduction', 'global_mean', ['global_mean', 'tower_mean'],
                       'global_mean = the single-device loss of the global batch; tower_mean = the original '
-                      'multi-GPU image-weighted mean of per-replica means.')
-    flags.DEFINE_boolean('fused_loss', True, 'Fused affinity op (empty sets -> 0); false = the literal original.')
-    flags.DEFINE_boolean('deterministic', False, 'Deterministic ops and data order (exact resume; slower).')
-    flags.DEFINE_boolean('mixed_precision', False, 'mixed_float16 compute, float32 losses.')
-    flags.DEFINE_boolean('skip_bad_samples', False, 'Log and skip unreadable / inconsistent samples.')
-    flags.DEFINE_integer('max_to_keep', 10, 'Checkpoints kept.')
-    flags.DEFINE_string('colormap', 'voc', 'Colour map of TensorBoard label images (voc / cityscapes).')
-    flags.DEFINE_boolean('progress', True, 'Show a progress bar.')
-    define_model_flags()
+                      'multi-GPU image-weighted mean of per-replica means.', **fv)
+    flags.DEFINE_boolean('fused_loss', True, 'Fused affinity op (empty sets -> 0); false = the literal original.', **fv)
+    flags.DEFINE_boolean('deterministic', False, 'Deterministic ops and data order (exact resume; slower).', **fv)
+    flags.DEFINE_boolean('mixed_precision', False, 'mixed_float16 compute, float32 losses.', **fv)
+    flags.DEFINE_boolean('skip_bad_samples', False, 'Log and skip unreadable / inconsistent samples.', **fv)
+    flags.DEFINE_integer('max_to_keep', 10, 'Checkpoints kept.', **fv)
+    flags.DEFINE_string('colormap', 'voc', 'Colour map of TensorBoard label images (voc / cityscapes).', **fv)
+    flags.DEFINE_boolean('progress', True, 'Show a progress bar.', **fv)
+    define_model_flags(flag_values)
 
 
 def segmentation_loss(logits, labels, num_classes):
@@ -121,6 +136,8 @@ def check_flags(cfg):
     """Errors that name the flag, before anything is built."""
     if not cfg.data_list:
         raise ValueError('--data-list is required (a list file of "<image> <label>" lines)')
+    if not os.path.isfile(cfg.data_list):
+        raise FileNotFoundError(f'--data-list: list file not found: {cfg.data_list}')
     if cfg.mode != 'baseline':
         missing = [name for name in ('kld_margin', 'kld_lambda_1', 'kld_lambda_2') if getattr(cfg, name) is None]
         if missing:
@@ -130,9 +147,17 @@ def check_flags(cfg):
         raise ValueError(f'--batch-size must be >= 1, got {cfg.batch_size}')
 
 
-def main(argv):
-    del argv
-    cfg = FLAGS
+def build_trainer(cfg, hooks=()):
+    """Checks the flags and builds everything a run needs, without training yet.
+
+    Args:
+      cfg: parsed flags of `define_flags` (absl `FlagValues`, or any object with the same attributes and a
+        `flag_values_dict()` method).
+      hooks: engine hooks, `hook(step, metrics)` after every step (tests use them to record per-step losses).
+    Returns:
+      a `common.train.engine.Trainer`; `trainer.train()` runs it. The model is `trainer.model`; in aaf mode the
+      adversarial weights are `trainer.extra_variables` (edge_w, nonedge_w).
+    """
     check_flags(cfg)
     input_size = parse_int_list(cfg.input_size, 'input_size', 2)
     if cfg.deterministic:
@@ -169,10 +194,22 @@ def main(argv):
     loss_fn = make_loss_fn(cfg.mode, cfg.num_classes, cfg.num_steps, cfg.kld_margin, cfg.kld_lambda_1,
                            cfg.kld_lambda_2, weights=weights, fused=cfg.fused_loss)
     config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN))
-    metrics = train(model, loss_fn, dataset_fn, config, strategy=strategy, extra_variables=extra_variables,
-                    variable_groups=aaf_variable_groups(extra_variables), run_flags=cfg.flag_values_dict())
+    return Trainer(model, loss_fn, dataset_fn, config, strategy=strategy, extra_variables=extra_variables,
+                   variable_groups=aaf_variable_groups(extra_variables), hooks=hooks,
+                   run_flags=cfg.flag_values_dict())
+
+
+def train_from_flags(cfg, hooks=()):
+    """Builds (`build_trainer`) and runs a training; returns the engine's final metrics dict."""
+    metrics = build_trainer(cfg, hooks=hooks).train()
     logging.info('training finished: %s', metrics)
     return metrics
+
+
+def main(argv):
+    del argv
+    # Return nothing: absl's app.run passes main's return value to sys.exit (a dict would exit with status 1).
+    train_from_flags(FLAGS)
 
 
 def _run_with_mode(mode):

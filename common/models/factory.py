@@ -17,6 +17,26 @@ def parse_int_list(text, flag, length=None):
     return values
 
 
+def check_input_size(model_name, input_size, flag='input_size'):
+    """Raises a ValueError naming `--<flag>` when `input_size` does not fit `model_name`.
+
+    PSPNet and FCN take their pyramid-pool kernels from the static size side/8, so (as the originals assert) the
+    input must be square with a side divisible by 48; DeepLab takes any size.
+
+    Args:
+      model_name: one of MODEL_NAMES.
+      input_size: (H, W).
+      flag: flag name used in the message (written with hyphens, as the AAF command lines spell it).
+    """
+    flag = flag.replace('_', '-')
+    height, width = (int(v) for v in input_size)
+    if height < 1 or width < 1:
+        raise ValueError(f'--{flag}: sizes must be positive, got {height},{width}')
+    if model_name in ('pspnet', 'fcn') and (height != width or height % 48):
+        raise ValueError(f'--{flag} {height},{width}: --model {model_name} needs a square input whose side is a '
+                         f'multiple of 48 (e.g. 336,336 or 480,480)')
+
+
 def build_segmentation_model(model_name, num_classes, input_size, backbone=None, psp_channels=512, training=False,
                              use_global_status=None, synchronized=False):
     """Builds 'pspnet', 'deeplab' or 'fcn' on ResNet-v1.
@@ -53,7 +73,8 @@ def build_segmentation_model(model_name, num_classes, input_size, backbone=None,
 def define_model_flags(flag_values=None):
     """Defines --model, --backbone_filters, --backbone_blocks, --psp_channels (ResNet-101 PSPNet defaults)."""
     from absl import flags
-    fv = flag_values or flags.FLAGS
+    # `or` would be wrong: an empty FlagValues is falsy.
+    fv = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_enum('model', 'pspnet', list(MODEL_NAMES), 'Segmentation network.', flag_values=fv)
     flags.DEFINE_string('backbone_filters', '64,128,256,512', 'ResNet-v1 bottleneck widths of blocks 1-4 '
                         '(reduced values give a small network of the same builder).', flag_values=fv)
@@ -70,7 +91,8 @@ def backbone_from_flags(flag_values):
 
 
 def model_from_flags(flag_values, num_classes, input_size, **kwargs):
-    """`build_segmentation_model` from the flags of `define_model_flags`."""
+    """`build_segmentation_model` from the flags of `define_model_flags`; a bad `input_size` names --input-size."""
+    check_input_size(flag_values.model, input_size)
     return build_segmentation_model(flag_values.model, num_classes, input_size,
                                     backbone=backbone_from_flags(flag_values),
                                     psp_channels=flag_values.psp_channels, **kwargs)
