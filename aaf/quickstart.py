@@ -24,6 +24,7 @@ from PIL import Image
 
 from common.cli import run_app
 from common.colormap import VOC_CLASS_NAMES, colorize
+from common.io import atomic_write_text, save_png
 
 FLAGS = flags.FLAGS
 
@@ -32,6 +33,9 @@ QUICKSTART_MODEL = {
     'backbone_filters': '8,16,32,64',
     'backbone_blocks': '1,1,1,1',
     'psp_channels': '32',
+    # Trained from scratch: the original decay 0.9997 would leave the moving statistics near their initial values
+    # after a few hundred steps (the originals start from ImageNet statistics).
+    'bn_decay': '0.99',
 }
 MODES = ('baseline', 'aaf')
 
@@ -68,18 +72,23 @@ def _model_flags():
     return [f'--{k}={v}' for k, v in QUICKSTART_MODEL.items()]
 
 
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def generate_data(out):
     """The synthetic VOC set; returns its summary (paths of the data root and lists)."""
     from common.data.synthetic import format_stats, generate
     data_dir = os.path.join(out, 'data')
     marker = os.path.join(data_dir, 'quickstart_data.json')
     wanted = {'num_images': FLAGS.num_images, 'seed': FLAGS.seed}
-    if os.path.isfile(marker) and json.load(open(marker)) == wanted:
+    if os.path.isfile(marker) and _read_json(marker) == wanted:
         print(f'  reusing {data_dir}', flush=True)
         return data_dir
     summary = generate('voc', data_dir, FLAGS.num_images, seed=FLAGS.seed, progress=True)
     print(format_stats(summary), flush=True)
-    _atomic_write(marker, lambda path: json.dump(wanted, open(path, 'w')))
+    atomic_write_text(marker, json.dumps(wanted))
     return data_dir
 
 
@@ -127,10 +136,7 @@ def write_report(out, data_dir, results, result_dirs):
     lines.append(f'| pixel accuracy | {100 * results["baseline"]["pixel_acc"]:.2f} | '
                  f'{100 * results["aaf"]["pixel_acc"]:.2f} |')
     lines += ['', '![image | ground truth | baseline | AAF](report.png)', '']
-    def write_text(path):
-        with open(path, 'w') as f:  # closed before the rename
-            f.write('\n'.join(lines) + '\n')
-    _atomic_write(os.path.join(out, 'report.md'), write_text)
+    atomic_write_text(os.path.join(out, 'report.md'), '\n'.join(lines) + '\n')
 
     from common.data.lists import read_labeled_image_list
     images, labels = read_labeled_image_list(f'{data_dir}/VOCdevkit/', f'{data_dir}/dataset/voc12/val.txt')
@@ -141,14 +147,8 @@ def write_report(out, data_dir, results, result_dirs):
         tiles += [colorize(np.asarray(Image.open(os.path.join(result_dirs[m], 'gray', name)))) for m in MODES]
         rows.append(np.concatenate([np.asarray(Image.fromarray(t).resize((size, size), Image.NEAREST))
                                     for t in tiles], axis=1))
-    grid = Image.fromarray(np.concatenate(rows, axis=0))
-    _atomic_write(os.path.join(out, 'report.png'), lambda path: grid.save(path, format='PNG'))
-
-
-def _atomic_write(path, write_fn):
-    tmp = path + '.tmp'
-    write_fn(tmp)
-    os.replace(tmp, path)
+    grid = np.concatenate(rows, axis=0)
+    save_png(os.path.join(out, 'report.png'), grid, 'RGB')
 
 
 def main(argv):

@@ -10,12 +10,12 @@ CLI (flags keep the original's names; hyphens are accepted):
       --val_list voc12/val.txt --out voc12/cls_labels.npy
 """
 import os
-import tempfile
 from xml.dom import minidom
 
 import numpy as np
 
 from common.colormap import VOC_CLASS_NAMES
+from common.io import atomic_write
 
 IMG_FOLDER_NAME = 'JPEGImages'
 ANNOT_FOLDER_NAME = 'Annotations'
@@ -99,17 +99,7 @@ def save_cls_labels(labels, path):
         if value.shape != (NUM_CLASSES,):
             raise ValueError(f'cls label of {name!r} has shape {value.shape}, expected ({NUM_CLASSES},)')
         clean[str(name)] = value
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_cls_', suffix='.npy')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.save(f, clean)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda handle: np.save(handle, clean))
 
 
 def make_cls_labels(train_list, val_list, voc12_root):

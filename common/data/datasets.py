@@ -15,11 +15,11 @@ AAF/SegSort list lines are `<image> <label>` relative to a data root (passed as 
 """
 import glob
 import os
-import tempfile
 
 import numpy as np
 
 from common.data.lists import write_image_list
+from common.io import save_png
 
 IGNORE_LABEL = 255
 
@@ -82,22 +82,6 @@ def read_label_indices(path):
         return np.array(im, dtype=np.uint8)
 
 
-def _save_gray_png(array, path):
-    """Writes an 8-bit grayscale PNG atomically."""
-    from PIL import Image
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.png')
-    os.close(fd)
-    try:
-        Image.fromarray(np.asarray(array, np.uint8), mode='L').save(tmp, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _progress(items, desc):
     from tqdm import tqdm
     return tqdm(items, desc=desc, unit='img', leave=False)
@@ -129,7 +113,7 @@ def convert_palette_labels(src_dir, dst_dir, ids=None, label_map=None):
     lut = get_label_map(label_map)
     for image_id in _progress(ids, 'labels'):
         labels = read_label_indices(os.path.join(src_dir, image_id + '.png'))
-        _save_gray_png(labels if lut is None else lut[labels], os.path.join(dst_dir, image_id + '.png'))
+        save_png(os.path.join(dst_dir, image_id + '.png'), labels if lut is None else lut[labels], 'L')
     return len(ids)
 
 
@@ -203,10 +187,10 @@ def convert_cityscapes_labels(cityscapes_root, split, flat_copy=True):
             raise FileNotFoundError(f'Cityscapes label not found: {src}')
         train_ids = lut[read_label_indices(src)]
         out_name = name + '_gtFineId_labelIds.png'
-        _save_gray_png(train_ids, os.path.join(cityscapes_root, 'gtFineId', split, out_name))
+        save_png(os.path.join(cityscapes_root, 'gtFineId', split, out_name), train_ids, 'L')
         if flat_copy:
-            _save_gray_png(train_ids, os.path.join(cityscapes_root, 'gtFineId', split, 'all',
-                                                   os.path.basename(out_name)))
+            save_png(os.path.join(cityscapes_root, 'gtFineId', split, 'all', os.path.basename(out_name)), train_ids,
+                     'L')
     return len(names)
 
 

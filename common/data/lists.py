@@ -5,7 +5,7 @@ prepended by plain string concatenation (so `data_dir` needs its trailing '/'). 
 two tokens are test lines: the whole line is both image and mask.
 """
 import os
-import tempfile
+from common.io import atomic_write_text
 
 
 class EmptyListError(ValueError):
@@ -99,15 +99,5 @@ def write_image_list(path, rows):
       the number of lines written.
     """
     lines = [row if isinstance(row, str) else ' '.join(row) for row in rows]
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_list_')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(''.join(line + '\n' for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_text(path, ''.join(line + '\n' for line in lines))
     return len(lines)

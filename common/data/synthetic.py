@@ -40,7 +40,6 @@ All files are written atomically (temp file + os.replace); generation is determi
 import io
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -51,6 +50,7 @@ from scipy.spatial import cKDTree
 from common.colormap import (CITYSCAPES_CLASS_NAMES, CITYSCAPES_TRAINID_COLORS, VOC_CLASS_NAMES, cityscapes_colormap,
                              voc_colormap)
 from common.data.datasets import CITYSCAPES_LABELID_TO_TRAINID, cityscapes_label_lut
+from common.io import atomic_write_bytes, save_png
 
 LAYOUTS = ('voc', 'cityscapes', 'gta5')
 IGNORE_LABEL = 255
@@ -74,47 +74,6 @@ CITYSCAPES_VAL_CITIES = ('frankfurt', 'lindau')
 
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic file output
-
-def _atomic_write_bytes(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_syn_')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; data sets are shared read-only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _png_bytes(array, mode, palette=None):
-    if mode == 'I;16':
-        image = Image.fromarray(np.ascontiguousarray(array, np.uint16))
-    else:
-        image = Image.fromarray(np.ascontiguousarray(array, np.uint8))  # [H, W] -> 'L', [H, W, 3] -> 'RGB'
-        if image.mode != ('RGB' if mode == 'RGB' else 'L'):
-            raise ValueError(f'save_png: array of shape {np.shape(array)} cannot be written as mode {mode!r}')
-        if mode == 'P':
-            image.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())  # an 'L' image becomes 'P'
-    buffer = io.BytesIO()
-    image.save(buffer, format='PNG')
-    return buffer.getvalue()
-
-
-def save_png(path, array, mode='L', palette=None):
-    """Writes a PNG atomically.
-
-    Args:
-      path: output file.
-      array: uint8 [H, W] (modes 'L'/'P'), uint8 [H, W, 3] ('RGB') or uint16 [H, W] ('I;16').
-      mode: 'L' (raw 8-bit values), 'P' (raw indices + `palette`), 'RGB' or 'I;16'.
-      palette: [256, 3] uint8 colour table for mode 'P'.
-    """
-    _atomic_write_bytes(path, _png_bytes(array, mode, palette))
-
 
 def _jpeg_bytes(rgb, quality):
     buffer = io.BytesIO()
@@ -504,8 +463,8 @@ def _generate_voc(out_dir, num_images, seed, height, width, void_width, jpeg_qua
         ringed[sample['ring']] = IGNORE_LABEL
         instances = sample['instance_map'].copy()
         instances[sample['ring']] = IGNORE_LABEL
-        _atomic_write_bytes(os.path.join(voc, 'JPEGImages', image_id + '.jpg'), sample['jpeg'])
-        _atomic_write_bytes(os.path.join(voc, 'Annotations', image_id + '.xml'),
+        atomic_write_bytes(os.path.join(voc, 'JPEGImages', image_id + '.jpg'), sample['jpeg'])
+        atomic_write_bytes(os.path.join(voc, 'Annotations', image_id + '.xml'),
                             voc_annotation_xml(image_id, h, w, sample['objects'], not is_sbd).encode())
         save_png(os.path.join(voc, 'hed', image_id + '.png'), sample['hed'], 'L')
         if is_sbd:  # SBD masks have no void ring
@@ -853,7 +812,7 @@ def main(argv, flag_values=None):
     if FLAGS.stats:
         print(format_stats(summary))
     if FLAGS.summary_json:
-        _atomic_write_bytes(FLAGS.summary_json, json.dumps(summary, indent=1).encode())
+        atomic_write_bytes(FLAGS.summary_json, json.dumps(summary, indent=1).encode())
 
 
 def run():

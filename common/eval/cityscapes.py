@@ -10,7 +10,6 @@ becomes 0 ('unlabeled', ignored by the evaluator).
 """
 import os
 import sys
-import tempfile
 
 import numpy as np
 from absl import app, flags
@@ -18,6 +17,7 @@ from absl import app, flags
 # The id tables live in common.data.datasets (one table for the project); re-exported here as sequences.
 from common.data.datasets import (CITYSCAPES_LABELID_TO_TRAINID, CITYSCAPES_TRAINID_TO_LABELID,
                                   cityscapes_label_lut)
+from common.io import save_png
 
 # trainId -> labelId (index = trainId), as the original TRANSFORM_TB.
 TRAINID_TO_LABELID = tuple(CITYSCAPES_TRAINID_TO_LABELID)
@@ -64,24 +64,8 @@ def label_ids_to_train_ids(label_map, ignore_label=CITYSCAPES_IGNORE_LABEL):
 
 
 def save_label_png(label, path):
-    """Writes a uint8 [H, W] label map as a mode-'L' image at `path`, atomically (temp file + os.replace).
-
-    The format follows the file extension (PNG when it has none PIL knows).
-    """
-    from PIL import Image
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    image_format = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), 'PNG')
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            Image.fromarray(np.asarray(label, np.uint8), mode='L').save(stream, format=image_format)
-        os.chmod(tmp_path, 0o644)  # mkstemp creates files 0600
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """Writes a uint8 [H, W] label map as a mode-'L' PNG at `path`, atomically."""
+    save_png(path, np.asarray(label, np.uint8), 'L')
 
 
 def encode_dir(pred_dir, save_dir, show_progress=False):

@@ -6,12 +6,11 @@ the colour map), optionally `<save_dir>/prob/<stem>.npy` (the fused scores). `ba
 `a_jpg_b.jpg` -> `a_png_b.png`; `fix_basename=True` only swaps a trailing `.jpg` extension.
 """
 import os
-import tempfile
 
 import numpy as np
-from PIL import Image
 
 from common.infer import IMG_MEAN
+from common.io import atomic_write, save_png
 from common.infer.multiscale import multiscale_predict
 from common.infer.sliding_window import as_predict_fn, sliding_window_predict
 
@@ -33,22 +32,6 @@ def prediction_basename(image_path, fix_basename=False):
     return stem + '.png' if ext == '.jpg' else basename
 
 
-def _atomic_write(path, write_fn):
-    """Calls `write_fn(tmp_path)` on a temp file beside `path`, then renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    handle, tmp_path = tempfile.mkstemp(prefix='.tmp_', suffix=suffix, dir=directory)
-    os.close(handle)
-    try:
-        write_fn(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
 def save_prediction(prediction, save_dir, basename, colormap, probabilities=None):
     """Writes one prediction (atomically): gray ids, colour image and optionally the scores.
 
@@ -68,15 +51,11 @@ def save_prediction(prediction, save_dir, basename, colormap, probabilities=None
     prediction = prediction.astype(np.uint8)
     table = get_colormap(colormap) if isinstance(colormap, (str, os.PathLike)) else np.asarray(colormap, np.uint8)
     paths = {'gray': os.path.join(save_dir, 'gray', basename), 'color': os.path.join(save_dir, 'color', basename)}
-    _atomic_write(paths['gray'], lambda p: Image.fromarray(prediction, mode='L').save(p, format='PNG'))
-    _atomic_write(paths['color'], lambda p: Image.fromarray(table[prediction], mode='RGB').save(p, format='PNG'))
+    save_png(paths['gray'], prediction, 'L')
+    save_png(paths['color'], table[prediction], 'RGB')
     if probabilities is not None:
         paths['prob'] = os.path.join(save_dir, 'prob', os.path.splitext(basename)[0] + '.npy')
-
-        def write_npy(path):
-            with open(path, 'wb') as f:
-                np.save(f, np.asarray(probabilities))
-        _atomic_write(paths['prob'], write_npy)
+        atomic_write(paths['prob'], lambda handle: np.save(handle, np.asarray(probabilities)))
     return paths
 
 

@@ -25,9 +25,10 @@ the checkpoint that no variable asks for are reported, not an error.
 """
 import json
 import os
-import tempfile
 
 import tensorflow as tf
+
+from common.io import atomic_write_text
 
 from common.models.naming import original_name
 from common.train.optimizers import unwrap_variable
@@ -142,19 +143,6 @@ def restore_variables(variables, ckpt_path, exclude_scopes=(), model=None):
     return restored, missing, unexpected
 
 
-def _atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_config(snapshot_dir, config):
     """Writes the run's flags beside the checkpoints: `config` (AAF `snapshot_arg` format) and `config.json`.
 
@@ -164,6 +152,6 @@ def save_config(snapshot_dir, config):
     """
     os.makedirs(snapshot_dir, exist_ok=True)
     lines = ''.join(f'| {key} = {value}\n' for key, value in config.items())
-    _atomic_write_text(os.path.join(snapshot_dir, 'config'), lines)
-    _atomic_write_text(os.path.join(snapshot_dir, 'config.json'),
+    atomic_write_text(os.path.join(snapshot_dir, 'config'), lines)
+    atomic_write_text(os.path.join(snapshot_dir, 'config.json'),
                        json.dumps(config, indent=2, sort_keys=True, default=str) + '\n')

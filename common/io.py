@@ -1,0 +1,72 @@
+"""Atomic file output: everything the project writes goes to a temporary file in the destination folder first and
+is renamed into place, so an interrupted run never leaves a truncated image, list or config behind.
+"""
+import io
+import os
+import tempfile
+
+import numpy as np
+
+
+def atomic_write(path, write_fn, binary=True):
+    """Writes `path` atomically.
+
+    Args:
+      path: destination file (its folder is created).
+      write_fn: callable(file_object) writing the contents.
+      binary: open the temporary file in binary (default) or text mode.
+    Returns:
+      path.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_' + os.path.basename(path) + '.')
+    try:
+        with os.fdopen(fd, 'wb' if binary else 'w') as handle:
+            write_fn(handle)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data):
+    """Writes bytes to `path` atomically."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path, text):
+    """Writes a string to `path` atomically."""
+    return atomic_write(path, lambda handle: handle.write(text), binary=False)
+
+
+def png_bytes(array, mode='L', palette=None):
+    """PNG encoding of an array.
+
+    Args:
+      array: uint8 [H, W] (modes 'L' / 'P'), uint8 [H, W, 3] ('RGB') or uint16 [H, W] ('I;16').
+      mode: 'L' (raw 8-bit values), 'P' (raw indices + `palette`), 'RGB' or 'I;16'.
+      palette: [256, 3] uint8 colour table for mode 'P'.
+    Returns:
+      bytes.
+    """
+    from PIL import Image
+    if mode == 'I;16':
+        image = Image.fromarray(np.ascontiguousarray(array, np.uint16))
+    else:
+        image = Image.fromarray(np.ascontiguousarray(array, np.uint8))  # [H, W] -> 'L', [H, W, 3] -> 'RGB'
+        if image.mode != ('RGB' if mode == 'RGB' else 'L'):
+            raise ValueError(f'save_png: array of shape {np.shape(array)} cannot be written as mode {mode!r}')
+        if mode == 'P':
+            image.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())  # an 'L' image becomes 'P'
+    buffer = io.BytesIO()
+    image.save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def save_png(path, array, mode='L', palette=None):
+    """Writes a PNG atomically (arguments as `png_bytes`); returns path."""
+    return atomic_write_bytes(path, png_bytes(array, mode, palette))
