@@ -26,7 +26,7 @@ GT_DIR=${SYNTHETIC_ROOT}/VOCdevkit/VOC2012/segcls/
 COLORMAP=voc
 RESTORE_FROM=${RESTORE_FROM:-}  # no ImageNet weights for the reduced network: stage 1 starts from scratch
 SNAPSHOT_DIR=${SNAPSHOT_DIR:-runs/synthetic/snapshots/${MODE}}
-EXTRA_MODEL_FLAGS=${EXTRA_MODEL_FLAGS:---backbone-filters 8,16,32,64 --backbone-blocks 1,1,1,1 --psp-channels 32}
+EXTRA_MODEL_FLAGS=${EXTRA_MODEL_FLAGS:---backbone-filters 8,16,32,64 --backbone-blocks 1,1,1,1 --psp-channels 32 --bn-decay 0.99}
 EXTRA_TRAIN_FLAGS=${EXTRA_TRAIN_FLAGS:-${EXTRA_MODEL_FLAGS}}
 
 source "$(dirname "${BASH_SOURCE[0]}")/aaf_pipeline.sh"

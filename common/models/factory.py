@@ -71,7 +71,8 @@ def build_segmentation_model(model_name, num_classes, input_size, backbone=None,
 
 
 def define_model_flags(flag_values=None):
-    """Defines --model, --backbone_filters, --backbone_blocks, --psp_channels (ResNet-101 PSPNet defaults)."""
+    """Defines --model, --backbone_filters, --backbone_blocks, --psp_channels, --bn_decay (ResNet-101 PSPNet
+    defaults)."""
     from absl import flags
     # `or` would be wrong: an empty FlagValues is falsy.
     fv = flags.FLAGS if flag_values is None else flag_values
@@ -82,12 +83,16 @@ def define_model_flags(flag_values=None):
                         flag_values=fv)
     flags.DEFINE_integer('psp_channels', 512, 'Channels of the PSP pyramid branches and head conv.',
                          flag_values=fv)
+    flags.DEFINE_float('bn_decay', 0.9997, 'Moving-average decay of the backbone batch norm (0.9997 as the '
+                       'original, whose statistics start from ImageNet; use e.g. 0.99 to train from scratch in a '
+                       'few hundred steps).', flag_values=fv)
 
 
 def backbone_from_flags(flag_values):
     """The `backbone` dict described by the flags of `define_model_flags`."""
     return {'filters': tuple(parse_int_list(flag_values.backbone_filters, 'backbone_filters', 4)),
-            'num_blocks': tuple(parse_int_list(flag_values.backbone_blocks, 'backbone_blocks', 4))}
+            'num_blocks': tuple(parse_int_list(flag_values.backbone_blocks, 'backbone_blocks', 4)),
+            'bn_decay': flag_values.bn_decay}
 
 
 def model_from_flags(flag_values, num_classes, input_size, **kwargs):

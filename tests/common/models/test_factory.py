@@ -68,7 +68,8 @@ def parse_model_flags(argv):
 def test_model_flags_defaults_are_resnet101_pspnet():
     flag_values = parse_model_flags([])
     assert flag_values.model == 'pspnet' and flag_values.psp_channels == 512
-    assert factory.backbone_from_flags(flag_values) == {'filters': (64, 128, 256, 512), 'num_blocks': (3, 4, 23, 3)}
+    assert factory.backbone_from_flags(flag_values) == {'filters': (64, 128, 256, 512), 'num_blocks': (3, 4, 23, 3),
+                                                        'bn_decay': 0.9997}
 
 
 def test_model_from_flags_uses_the_reduced_widths():
@@ -86,3 +87,13 @@ def test_model_from_flags_bad_backbone_flag():
     flag_values = parse_model_flags(['--backbone-filters=4,8,8'])
     with pytest.raises(ValueError, match="--backbone_filters: expected 4 comma-separated integers, got '4,8,8'"):
         factory.model_from_flags(flag_values, 3, (48, 48))
+
+
+def test_bn_decay_flag_reaches_the_backbone_but_not_the_head():
+    from common.models.layers import BatchNormTF1
+    flag_values = parse_model_flags(['--backbone-filters=4,4,4,4', '--backbone-blocks=1,1,1,1', '--psp-channels=4',
+                                     '--bn-decay=0.9'])
+    model = factory.model_from_flags(flag_values, 3, (48, 48), training=True)
+    decays = {layer.name: layer.decay for layer in model.layers if isinstance(layer, BatchNormTF1)}
+    assert {d for name, d in decays.items() if '.block5.' not in name} == {0.9}
+    assert {d for name, d in decays.items() if '.block5.' in name} == {0.99}
