@@ -15,20 +15,12 @@ seed per step, so tf.data can run them in parallel and still be deterministic), 
 """
 import tensorflow as tf
 
+from common.ops.resize import resize_bilinear_legacy, resize_nearest_legacy
+
 # Mean colour of the training images, RGB order (the Caffe BGR mean reversed). No /255, no std.
 IMG_MEAN = (122.675, 116.669, 104.008)
 
 SCALE_RANGE = (0.5, 2.0)
-
-
-def _legacy_resize_bilinear(images, size):
-    """TF1 `resize_bilinear` (align_corners=False, half_pixel_centers=False): src = dst * in / out, clamped."""
-    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=False, half_pixel_centers=False)
-
-
-def _legacy_resize_nearest(images, size):
-    """TF1 `resize_nearest_neighbor`: src = floor(dst * in / out); keeps the dtype."""
-    return tf.raw_ops.ResizeNearestNeighbor(images=images, size=size, align_corners=False, half_pixel_centers=False)
 
 
 def _uniform(shape, minval, maxval, dtype, seed=None, rng=None):
@@ -69,8 +61,8 @@ def image_scaling(img, label, *, scale=None, seed=None, rng=None):
     new_h = tf.cast(tf.cast(shape[0], tf.float32) * scale, tf.int32)
     new_w = tf.cast(tf.cast(shape[1], tf.float32) * scale, tf.int32)
     new_shape = tf.stack([new_h, new_w])
-    img = _legacy_resize_bilinear(img[tf.newaxis], new_shape)[0]
-    label = _legacy_resize_nearest(label[tf.newaxis], new_shape)[0]
+    img = resize_bilinear_legacy(img[tf.newaxis], new_shape)[0]
+    label = resize_nearest_legacy(label[tf.newaxis], new_shape)[0]
     return img, label
 
 
@@ -296,5 +288,5 @@ def shrink_labels(labels, out_hw=None):
     if out_hw is None:
         shape = tf.shape(labels)
         out_hw = tf.stack([(shape[1] + 7) // 8, (shape[2] + 7) // 8])
-    out = _legacy_resize_nearest(labels, tf.cast(out_hw, tf.int32))
+    out = resize_nearest_legacy(labels, tf.cast(out_hw, tf.int32))
     return out if batched else out[0]

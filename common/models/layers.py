@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from common.models.naming import set_original_name
+from common.ops.resize import resize_bilinear_legacy  # noqa: F401  (re-exported: part of the layer API)
 
 BN_EPSILON = 1e-3
 
@@ -272,17 +273,6 @@ class PoolTF1(keras.layers.Layer):
         config.update(kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
                       pool_type=self.pool_type)
         return config
-
-
-def resize_bilinear_legacy(x, size):
-    """tf.compat.v1.image.resize_bilinear(x, size, align_corners=False, half_pixel_centers=False).
-
-    src = dst * in / out (clamped to the last pixel): corner-anchored, NOT centre-aligned (Q-A13); TF2
-    `tf.image.resize` differs. x: [N, H, W, C] float; size: (out_h, out_w). Returns float32 [N, out_h, out_w, C].
-    """
-    # The op behind the deprecated tf.compat.v1 wrapper (same kernel, no deprecation warning).
-    return tf.raw_ops.ResizeBilinear(images=x, size=tf.cast(tf.convert_to_tensor(size), tf.int32), align_corners=False,
-                                     half_pixel_centers=False)
 
 
 @keras.saving.register_keras_serializable(package='affinity_seg')

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.colormap import colorize
+from common.ops.resize import resize_nearest_legacy
 
 
 def inv_preprocess(images, image_mean):
@@ -21,7 +22,7 @@ def inv_preprocess(images, image_mean):
 
 def prediction_labels(logits, size):
     """Argmax labels of logits [N,h,w,C] resized (nearest, TF1 semantics) to `size` (H, W) -> int [N,H,W]."""
-    resized = tf.compat.v1.image.resize_nearest_neighbor(tf.convert_to_tensor(logits), size)
+    resized = resize_nearest_legacy(tf.convert_to_tensor(logits), size)
     return tf.argmax(resized, axis=-1).numpy()
 
 
@@ -43,7 +44,7 @@ def image_row(images, labels, logits, image_mean, colormap='voc', max_outputs=No
     if labels.ndim == 3:
         labels = labels[..., None]
     if labels.shape[1:3] != images.shape[1:3]:  # labels already shrunk to the output size
-        labels = tf.compat.v1.image.resize_nearest_neighbor(labels, images.shape[1:3]).numpy()
+        labels = resize_nearest_legacy(labels, images.shape[1:3]).numpy()
     labels = labels[..., 0]
     preds = prediction_labels(np.asarray(logits)[:max_outputs], images.shape[1:3])
     rows = [np.concatenate([inv_preprocess(img, image_mean), colorize(lab, colormap), colorize(pred, colormap)],
