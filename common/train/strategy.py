@@ -58,7 +58,9 @@ def make_strategy(num_gpus=None, strategy='auto', tpu_address=None, devices=None
         strategy = 'mirrored' if len(devices) > 1 else 'one_device'
     if strategy == 'one_device' and len(devices) != 1:
         raise ValueError(f"--strategy=one_device needs exactly one device, got {devices}")
-    key = (strategy, tuple(devices))
+    # Canonical device names, so '/cpu:0' and '/job:localhost/replica:0/task:0/device:CPU:0' share one strategy.
+    key = (strategy, tuple(tf.DeviceSpec.from_string(d).make_merged_spec(
+        tf.DeviceSpec(job='localhost', replica=0, task=0)).to_string() for d in devices))
     if reuse and key in _CACHE:
         return _CACHE[key]
     if strategy == 'one_device':

@@ -10,6 +10,7 @@ from PIL import Image
 from common.data import read_images_from_disk, read_images_from_disk_for_segsort
 from common.data.lists import EmptyListError
 from common.data.pipeline import build_inference_dataset, build_segmentation_dataset
+from common.train.strategy import make_strategy
 
 H, W = 20, 28
 
@@ -127,7 +128,7 @@ def test_input_context_shards_and_per_replica_batch(tmp_path):
 
 def test_distribute_datasets_from_function_runs(tmp_path):
     data_dir, data_list = _make_set(tmp_path, count=4)
-    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    strategy = make_strategy(devices=['/cpu:0', '/cpu:1'])  # shared per process, see make_strategy
     dist = strategy.distribute_datasets_from_function(
         lambda ctx: build_segmentation_dataset(data_dir, data_list, (16, 16), 4, True, True, True, seed=1,
                                                input_context=ctx))

@@ -22,13 +22,16 @@ def test_registry_order_and_fallback():
 
 def test_recording_a_name_does_not_keep_the_variable_alive():
     import gc
+    import weakref
     import keras
     from common.models import naming
     layer = keras.layers.Dense(2)
     layer.build((None, 3))
     naming.set_original_name(layer.kernel, 'dense/weights')
     assert naming.original_name(layer.kernel) == 'dense/weights'
-    before = len(naming._ORIGINAL_NAMES)
+    kernel = weakref.ref(layer.kernel)
+    key = id(layer.kernel)
     del layer
     gc.collect()
-    assert len(naming._ORIGINAL_NAMES) == before - 1
+    assert kernel() is None
+    assert key not in naming._ORIGINAL_NAMES

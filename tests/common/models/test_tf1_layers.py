@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from common.models import layers as nn
 from common.models.naming import original_name
+from common.train.strategy import make_strategy
 
 
 def _np_conv(x, kernel, stride=1, pads=(0, 0), dilation=1):
@@ -176,7 +177,9 @@ def test_synchronized_batch_norm_equals_single_device_bn_on_the_global_batch():
         loss_ref = tf.reduce_sum(y_ref * weights)
     grad_ref = tape.gradient(loss_ref, [x_t, reference.gamma, reference.beta])
 
-    strategy = tf.distribute.MirroredStrategy(devices)
+    # One strategy per device set and process: a second MirroredStrategy over the same devices breaks the
+    # collectives of the first (see common.train.strategy.make_strategy).
+    strategy = make_strategy(devices=devices)
     with strategy.scope():
         sync = nn.BatchNormTF1(decay=0.5, use_global_status=False, synchronized=True, original_scope='s/BatchNorm')
         sync.build(x.shape)

@@ -28,3 +28,10 @@ def test_bad_flags_are_named():
 def test_same_devices_reuse_one_strategy():
     assert make_strategy(devices=['/cpu:0', '/cpu:1']) is make_strategy(devices=['/cpu:0', '/cpu:1'])
     assert make_strategy(devices=['/cpu:0', '/cpu:1'], reuse=False) is not make_strategy(devices=['/cpu:0', '/cpu:1'])
+
+
+def test_equivalent_device_names_share_one_strategy():
+    # Two MirroredStrategy objects over the same devices break each other's collectives.
+    import tensorflow as tf
+    full = [d.name for d in tf.config.list_logical_devices('CPU')][:2]
+    assert make_strategy(devices=['/cpu:0', '/cpu:1']) is make_strategy(devices=full)
