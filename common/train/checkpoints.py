@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from common.io import atomic_write_text
 
-from common.models.naming import original_name
+from common.models.naming import original_names
 from common.train.optimizers import unwrap_variable
 
 CHECKPOINT_NAME = 'model.ckpt'
@@ -49,13 +49,7 @@ def variable_key(name):
 
 def named_variables(variables):
     """{original name: tf.Variable} for checkpointing; raises on duplicate names."""
-    out = {}
-    for v in variables:
-        name = original_name(v)
-        if name in out:
-            raise ValueError(f'two variables share the original name {name!r}; checkpoints need unique names')
-        out[name] = unwrap_variable(v)
-    return out
+    return {name: unwrap_variable(v) for name, v in original_names(variables).items()}
 
 
 def make_checkpoint(variables, optimizer=None, **counters):
