@@ -6,11 +6,12 @@ for a pair (centre p, neighbour p+d) and class c
 
   KL_d(p, c) = P~(p+d) (log P~(p+d) - log P~(p)) + (1-P)~(p+d) (log (1-P)~(p+d) - log (1-P)~(p)).
 
-Each of the 8 offsets of a size is the opposite of another, so the op walks 4 directions d per size over the
-crop of pixels X with X+d inside the image and gets both KL_d(X) and KL_-d(X+d) from the same log differences
-(the logs of the clipped probabilities are taken once per pixel). Everything is cropped slices, elementwise
-math, reductions and in-place strided-slice updates of full-size accumulators: XLA fuses it into a few loops
-per direction; no [N,H,W,C,8] tensor or index list exists.
+Layout (chosen by measuring XLA CPU, where elementwise loops vectorise well but every separate reduction is
+an expensive pass): the clipped probabilities, their logs and the labels are padded once by the largest size,
+so for every offset d the window "shifted by d" is a full [N,H,W,...] tensor aligned with the centre pixel
+(out-of-image neighbours read padded, ignored labels and are masked). All 8 offsets of a size are then summed
+elementwise and reduced over channels once, edge and non-edge in one stacked reduction: one loop per size, no
+scatter, no [N,H,W,C,8] tensor or index list. The per-centre-class sums are one matmul with the one-hot labels.
 
 Masks come from the labels only. A pair (p, p+d) is valid when p, p+d AND p-d are labelled (< num_classes) and
 inside the image (AAF's bidirectional ignore, Q-A4). On a valid pair with labels a != b, channels a and b are
@@ -20,8 +21,10 @@ per-class sum.
 
 Gradient: `tf.custom_gradient`, analytic w.r.t. `probs` and the per-class weights. It follows TensorFlow's
 gradients of the original ops: clip_by_value (min then max) passes the gradient only where 1e-4 <= v <= 1, and
-max(0, margin - KL) only where KL < margin. The stencil is recomputed in the backward pass instead of keeping
-the per-direction [N,H,W,C] intermediates alive.
+max(0, margin - KL) only where KL < margin. The backward pass recomputes the stencil (nothing [N,H,W,C] per
+offset is kept) as ONE elementwise loop that writes the gradient of each pixel z directly: for each offset d it
+evaluates the pair (z, z+d) in both roles (z the centre with offset d, z the neighbour of centre z+d with offset
+-d), which share the log differences and edge channels, so no scatter is needed.
 
 Divergence from the original (Q-A3): an empty edge or non-edge set contributes 0 (the original's mean of an
 empty tensor is NaN). The reference losses in `aaf.losses` keep the NaN.
@@ -30,44 +33,33 @@ import tensorflow as tf
 
 CLIP_LOW = 1e-4
 CLIP_HIGH = 1.0
+_PAD_PROB = 0.5  # any value with finite logs: padded pixels only meet zero masks
 
 
-def _directions(size):
-    """One offset (dy, dx) of each opposite pair at distance `size`; the other member is (-dy, -dx)."""
-    return ((0, size), (size, -size), (size, 0), (size, size))
-
-
-class _Crop:
-    """Geometry of the pairs (X, X+d) with both pixels inside an H x W image."""
-
-    def __init__(self, height, width, dy, dx):
-        self.height, self.width = height, width
-        self.dy, self.dx = dy, dx
-        self.h, self.w = height - abs(dy), width - abs(dx)
-        self.x0 = (max(0, -dy), max(0, -dx))  # top-left of X
-        self.y0 = (max(0, dy), max(0, dx))  # top-left of Y = X + d
-
-    def take(self, t, origin, shift=(0, 0), pad=0):
-        """Window of `t` (spatial axes 1, 2; already padded by `pad`) at origin + shift, crop-sized."""
-        r0, c0 = origin[0] + shift[0] + pad, origin[1] + shift[1] + pad
-        return t[:, r0:r0 + self.h, c0:c0 + self.w]
-
-    def add_into(self, acc, t, origin):
-        """acc with a crop-sized tensor added at `origin`: a strided-slice update, which XLA lowers to an
-        in-place dynamic-update-slice (a zero pad would be fused into a branchy, unvectorised loop)."""
-        r0, c0 = origin
-        begin, end = [0, r0, c0, 0], [0, r0 + self.h, c0 + self.w, 0]
-        window = acc[:, r0:r0 + self.h, c0:c0 + self.w]
-        return tf.raw_ops.TensorStridedSliceUpdate(input=acc, begin=begin, end=end, strides=[1, 1, 1, 1],
-                                                   value=window + t, begin_mask=0b1001, end_mask=0b1001)
+def _offsets(size):
+    """The 8 neighbour offsets (dy, dx) at distance `size`."""
+    return tuple((dy, dx) for dy in (-size, 0, size) for dx in (-size, 0, size) if (dy, dx) != (0, 0))
 
 
 def _spatial_dims(x):
-    """Static H, W when known (lets the op skip directions longer than the image), else dynamic scalars."""
+    """Static H, W when known, else dynamic scalars."""
     dynamic = tf.shape(x)
     height = x.shape[1] if x.shape[1] is not None else dynamic[1]
     width = x.shape[2] if x.shape[2] is not None else dynamic[2]
     return height, width
+
+
+class _Shifted:
+    """Full-image windows of a tensor padded by `pad` on both spatial sides: window (dy, dx) holds at pixel p the
+    value at p + (dy, dx) (the pad value outside the image). Every term of every offset is then aligned with its
+    centre pixel, so XLA can sum all offsets elementwise and reduce over channels once."""
+
+    def __init__(self, padded, pad, height, width):
+        self.padded, self.pad, self.height, self.width = padded, pad, height, width
+
+    def at(self, dy=0, dx=0):
+        r0, c0 = self.pad + dy, self.pad + dx
+        return self.padded[:, r0:r0 + self.height, c0:c0 + self.width]
 
 
 def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_edge=None, w_not_edge=None):
@@ -104,32 +96,41 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
     w_not_edge = ones if w_not_edge is None else tf.reshape(
         tf.cast(w_not_edge, tf.float32), [num_classes, num_sizes])
     height, width = _spatial_dims(probs)
+    reach = max(sizes)
 
-    # ---- label-only part (no gradient): masks of every direction and the counts.
+    # ---- label-only part (no gradient). Ignored and outside pixels both read as label num_classes.
+    labels = tf.where(labels < num_classes, labels, num_classes)
+    # The bidirectional ignore of a centre p at offset d needs p - d too: labels are padded by 2 * reach.
+    label_at = _Shifted(tf.pad(labels, [[0, 0], [2 * reach, 2 * reach], [2 * reach, 2 * reach]],
+                               constant_values=num_classes), 2 * reach, height, width).at
     one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)  # all-zero rows for ignored pixels
-    labelled = labels < num_classes
-    geometry = []  # per size: list of (crop, forward_valid, backward_valid, differ), masks float [n,h,w,1]
+    one_hot_flat = tf.reshape(one_hot, [-1, num_classes])
+
+    def pair_flags(dy, dx):
+        """Booleans [N,H,W] of the pairs (p, p + d) for every pixel p: valid (with p the centre: p, p+d and, for
+        AAF's bidirectional ignore (Q-A4), p-d labelled) and differ (p, p+d labelled, with different labels)."""
+        label_c, label_n = label_at(), label_at(dy, dx)
+        pair = (label_c < num_classes) & (label_n < num_classes)
+        return pair & (label_at(-dy, -dx) < num_classes), pair & tf.not_equal(label_c, label_n)
+
+    def pair_masks(dy, dx):
+        """Float masks of the pairs (p, p + d): valid [N,H,W,1] (p the centre) and edge_channels [N,H,W,C] (the
+        edge channels of the pair whichever pixel is the centre; valid still has to be applied)."""
+        valid, differ = pair_flags(dy, dx)
+        # Labels a != b: channels a and b are edges, the other C-2 non-edges (Q-A5).
+        edge_channels = tf.cast(differ, tf.float32)[..., None] * (
+            tf.one_hot(label_at(), num_classes) + tf.one_hot(label_at(dy, dx), num_classes))
+        return tf.cast(valid, tf.float32)[..., None], edge_channels
+
     edge_counts, not_edge_counts = [], []
     for size in sizes:
-        labelled_pad = tf.pad(labelled, [[0, 0], [2 * size, 2 * size], [2 * size, 2 * size]])
-        per_direction = []
-        n_valid = tf.constant(0, tf.int32)
-        n_differ = tf.constant(0, tf.int32)
-        for dy, dx in _directions(size):
-            crop = _Crop(height, width, dy, dx)
-            if isinstance(crop.h, int) and (crop.h <= 0 or crop.w <= 0):
-                continue  # no pair fits in the image
-            pair = crop.take(labelled, crop.x0) & crop.take(labelled, crop.y0)
-            # Bidirectional ignore: the pair (X, X+d) also needs X-d; the pair (X+d, X) needs X+2d.
-            forward_valid = pair & crop.take(labelled_pad, crop.x0, (-dy, -dx), 2 * size)
-            backward_valid = pair & crop.take(labelled_pad, crop.x0, (2 * dy, 2 * dx), 2 * size)
-            differ = pair & tf.not_equal(crop.take(labels, crop.x0), crop.take(labels, crop.y0))
-            for valid in (forward_valid, backward_valid):
-                n_valid += tf.reduce_sum(tf.cast(valid, tf.int32))
-                n_differ += tf.reduce_sum(tf.cast(valid & differ, tf.int32))
-            as_float = [tf.cast(m, tf.float32)[..., None] for m in (forward_valid, backward_valid, differ)]
-            per_direction.append((crop, *as_float))
-        geometry.append(per_direction)
+        n_valid, n_differ = 0, 0
+        for dy, dx in _offsets(size):
+            valid, differ = pair_flags(dy, dx)
+            n_valid += tf.cast(valid, tf.int32)
+            n_differ += tf.cast(valid & differ, tf.int32)
+        # Elementwise over offsets first, one reduction per size (XLA CPU reductions are slow, additions are not).
+        n_valid, n_differ = tf.reduce_sum(n_valid), tf.reduce_sum(n_differ)
         edge_counts.append(2 * n_differ)
         not_edge_counts.append(num_classes * n_valid - 2 * n_differ)
     edge_counts = tf.stack(edge_counts)
@@ -138,46 +139,39 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
     inv_edge = tf.math.divide_no_nan(1.0, tf.cast(edge_counts, tf.float32))
     inv_not_edge = tf.math.divide_no_nan(1.0, tf.cast(not_edge_counts, tf.float32))
 
-    def direction_terms(clipped, crop, differ):
-        """Both KLs of one direction over its crop, plus the pieces the gradient needs."""
-        pos, neg, log_pos, log_neg = clipped
-        pos_x, pos_y = crop.take(pos, crop.x0), crop.take(pos, crop.y0)
-        neg_x, neg_y = crop.take(neg, crop.x0), crop.take(neg, crop.y0)
-        diff_pos = crop.take(log_pos, crop.y0) - crop.take(log_pos, crop.x0)
-        diff_neg = crop.take(log_neg, crop.y0) - crop.take(log_neg, crop.x0)
-        kl_forward = pos_y * diff_pos + neg_y * diff_neg  # centre X, neighbour X+d
-        kl_backward = -(pos_x * diff_pos + neg_x * diff_neg)  # centre X+d, neighbour X
-        # Edge channels (labels of both pixels) are the same for both directions of a pair. One-hot of the label
-        # crops rather than crops of a stored one-hot: XLA fuses it, saving two [N,H,W,C] reads per direction.
-        edge_channels = differ * (tf.one_hot(crop.take(labels, crop.x0), num_classes)
-                                  + tf.one_hot(crop.take(labels, crop.y0), num_classes))
-        return kl_forward, kl_backward, edge_channels, (pos_x, pos_y, neg_x, neg_y, diff_pos, diff_neg)
-
     def clip_terms(probs):
-        pos = tf.clip_by_value(probs, CLIP_LOW, CLIP_HIGH)
-        neg = tf.clip_by_value(1.0 - probs, CLIP_LOW, CLIP_HIGH)
-        return pos, neg, tf.math.log(pos), tf.math.log(neg)
+        """Shifted windows of P~, (1-P)~ and their logs (computed once per padded pixel)."""
+        padded = tf.pad(probs, [[0, 0], [reach, reach], [reach, reach], [0, 0]], constant_values=_PAD_PROB)
+        pos = tf.clip_by_value(padded, CLIP_LOW, CLIP_HIGH)
+        neg = tf.clip_by_value(1.0 - padded, CLIP_LOW, CLIP_HIGH)
+        return tuple(_Shifted(t, reach, height, width).at for t in (pos, neg, tf.math.log(pos), tf.math.log(neg)))
+
+    def kl_terms(clipped, dy, dx):
+        """Per-channel KL of the pairs (centre p, neighbour p + d) and the log differences, all [N,H,W,C]."""
+        pos, neg, log_pos, log_neg = clipped
+        diff_pos = log_pos(dy, dx) - log_pos()
+        diff_neg = log_neg(dy, dx) - log_neg()
+        return pos(dy, dx) * diff_pos + neg(dy, dx) * diff_neg, diff_pos, diff_neg
 
     @tf.custom_gradient
     def means_fn(probs, w_edge, w_not_edge):
         clipped = clip_terms(probs)
-        edge_sums, not_edge_sums = [], []
-        for per_direction in geometry:
-            edge_pix = tf.zeros_like(probs[..., :1])  # per centre pixel [N,H,W,1]
-            not_edge_pix = tf.zeros_like(probs[..., :1])
-            for crop, forward_valid, backward_valid, differ in per_direction:
-                kl_forward, kl_backward, edge_channels, _ = direction_terms(clipped, crop, differ)
-                for kl, valid, origin in ((kl_forward, forward_valid, crop.x0),
-                                          (kl_backward, backward_valid, crop.y0)):
-                    hinge = tf.maximum(0.0, kld_margin - kl)
-                    edge_pix = crop.add_into(
-                        edge_pix, valid * tf.reduce_sum(edge_channels * hinge, -1, keepdims=True), origin)
-                    not_edge_pix = crop.add_into(
-                        not_edge_pix, valid * tf.reduce_sum((1.0 - edge_channels) * kl, -1, keepdims=True), origin)
-            edge_sums.append(tf.reduce_sum(one_hot * edge_pix, axis=[0, 1, 2]))
-            not_edge_sums.append(tf.reduce_sum(one_hot * not_edge_pix, axis=[0, 1, 2]))
-        edge_sums = tf.stack(edge_sums, axis=-1)  # [C, S] per centre class
-        not_edge_sums = tf.stack(not_edge_sums, axis=-1)
+        pixel_sums = []  # per size: edge and non-edge sums over channels and offsets, per centre pixel [N,H,W]
+        for size in sizes:
+            edge_total, not_edge_total = 0.0, 0.0
+            for dy, dx in _offsets(size):
+                valid, edge_channels = pair_masks(dy, dx)
+                kl, _, _ = kl_terms(clipped, dy, dx)
+                edge_total += valid * edge_channels * tf.maximum(0.0, kld_margin - kl)
+                not_edge_total += valid * (1.0 - edge_channels) * kl
+            # Stacked, the two sums are one XLA loop that shares the KL values (two reductions would compute them
+            # twice).
+            both = tf.reduce_sum(tf.stack([edge_total, not_edge_total], -1), -2)
+            pixel_sums += [both[..., 0], both[..., 1]]
+        # Per centre class: one matmul with the one-hot labels, [C, 2S].
+        class_sums = tf.matmul(one_hot_flat, tf.reshape(tf.stack(pixel_sums, -1), [-1, 2 * num_sizes]),
+                               transpose_a=True)
+        edge_sums, not_edge_sums = class_sums[:, 0::2], class_sums[:, 1::2]  # [C, S]
         edge_means = tf.reduce_sum(w_edge * edge_sums, axis=0) * inv_edge
         not_edge_means = tf.reduce_sum(w_not_edge * not_edge_sums, axis=0) * inv_not_edge
 
@@ -186,36 +180,45 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
             d_not_edge = tf.zeros([num_sizes]) if d_not_edge is None else d_not_edge
             grad_w_edge = edge_sums * (d_edge * inv_edge)[None, :]
             grad_w_not_edge = not_edge_sums * (d_not_edge * inv_not_edge)[None, :]
-            # d loss / d term for each centre pixel and size: [N,H,W,S].
-            edge_scale = tf.einsum('nhwc,cs->nhws', one_hot, w_edge) * (d_edge * inv_edge)
-            not_edge_scale = tf.einsum('nhwc,cs->nhws', one_hot, w_not_edge) * (d_not_edge * inv_not_edge)
+            # d loss / d term for each centre pixel and size, padded so it can be read at p - d: [N,H,W,S].
+            scales = tf.matmul(one_hot_flat, tf.concat([w_edge * (d_edge * inv_edge),
+                                                        w_not_edge * (d_not_edge * inv_not_edge)], -1))
+            scales = tf.pad(tf.reshape(scales, tf.concat([tf.shape(probs)[:3], [2 * num_sizes]], 0)),
+                            [[0, 0], [reach, reach], [reach, reach], [0, 0]])
+            scale_at = _Shifted(scales, reach, height, width).at
+            pos, neg = clipped[0], clipped[1]
             neg_raw = 1.0 - probs
             pos_pass = tf.cast((probs >= CLIP_LOW) & (probs <= CLIP_HIGH), tf.float32)
             neg_pass = tf.cast((neg_raw >= CLIP_LOW) & (neg_raw <= CLIP_HIGH), tf.float32)
-            grad = tf.zeros_like(probs)
-            for s_index, per_direction in enumerate(geometry):
-                edge_s = edge_scale[..., s_index:s_index + 1]
-                not_edge_s = not_edge_scale[..., s_index:s_index + 1]
-                for crop, forward_valid, backward_valid, differ in per_direction:
-                    kl_forward, kl_backward, edge_channels, pieces = direction_terms(clipped, crop, differ)
-                    pos_x, pos_y, neg_x, neg_y, diff_pos, diff_neg = pieces
-                    not_edge_channels = 1.0 - edge_channels
-
-                    def d_kl(kl, valid, origin):
-                        active = tf.cast(kl < kld_margin, tf.float32)
-                        return valid * (crop.take(not_edge_s, origin) * not_edge_channels
-                                        - crop.take(edge_s, origin) * edge_channels * active)
-
-                    a = d_kl(kl_forward, forward_valid, crop.x0)
-                    b = d_kl(kl_backward, backward_valid, crop.y0)
-                    # KL_f = P~y (Ly - Lx) + ..., KL_b = P~x (Lx - Ly) + ...; L = log P~. The clips pass the
-                    # gradient where low <= v <= high; d (1-P)~ / dP = -1.
-                    grad_x = (crop.take(pos_pass, crop.x0) * (b * (1.0 - diff_pos) - a * pos_y / pos_x)
-                              - crop.take(neg_pass, crop.x0) * (b * (1.0 - diff_neg) - a * neg_y / neg_x))
-                    grad_y = (crop.take(pos_pass, crop.y0) * (a * (1.0 + diff_pos) - b * pos_x / pos_y)
-                              - crop.take(neg_pass, crop.y0) * (a * (1.0 + diff_neg) - b * neg_x / neg_y))
-                    grad = crop.add_into(grad, grad_x, crop.x0)
-                    grad = crop.add_into(grad, grad_y, crop.y0)
+            # KL(p, p+d) = P~(p+d) (L(p+d) - L(p)) + ...; L = log P~. A pixel z gets the gradient of its terms as
+            # a centre (d KL / d P~(z) = -P~(z+d) / P~(z), summed over offsets before the one division) and as
+            # the neighbour of the centre z+d at offset -d (d KL / d P~(z) = 1 + L(z) - L(z+d)). The clips pass
+            # the gradient where low <= v <= high; d (1-P)~ / dP = -1.
+            centre_pos, centre_neg, neighbour_pos, neighbour_neg = 0.0, 0.0, 0.0, 0.0
+            for s_index, size in enumerate(sizes):
+                edge_s, not_edge_s = s_index, num_sizes + s_index
+                for dy, dx in _offsets(size):
+                    # Pair (z, z+d) in both roles: z the centre (offset d) and z the neighbour of centre z+d
+                    # (offset -d). Both share the log differences and the edge channels.
+                    valid, edge_channels = pair_masks(dy, dx)
+                    # Centre z+d: z, z+d and z+2d labelled.
+                    valid_back = tf.cast((label_at() < num_classes) & (label_at(dy, dx) < num_classes)
+                                         & (label_at(2 * dy, 2 * dx) < num_classes), tf.float32)[..., None]
+                    kl, diff_pos, diff_neg = kl_terms(clipped, dy, dx)
+                    kl_back = -(pos() * diff_pos + neg() * diff_neg)
+                    scale, scale_back = scale_at(), scale_at(dy, dx)
+                    d_kl = valid * (scale[..., not_edge_s:not_edge_s + 1] * (1.0 - edge_channels)
+                                    - scale[..., edge_s:edge_s + 1] * edge_channels
+                                    * tf.cast(kl < kld_margin, tf.float32))
+                    d_kl_back = valid_back * (scale_back[..., not_edge_s:not_edge_s + 1] * (1.0 - edge_channels)
+                                              - scale_back[..., edge_s:edge_s + 1] * edge_channels
+                                              * tf.cast(kl_back < kld_margin, tf.float32))
+                    centre_pos += d_kl * pos(dy, dx)
+                    centre_neg += d_kl * neg(dy, dx)
+                    neighbour_pos += d_kl_back * (1.0 - diff_pos)
+                    neighbour_neg += d_kl_back * (1.0 - diff_neg)
+            grad = (pos_pass * (neighbour_pos - centre_pos / pos())
+                    - neg_pass * (neighbour_neg - centre_neg / neg()))
             return grad, grad_w_edge, grad_w_not_edge
 
         return (edge_means, not_edge_means), grad_fn
