@@ -82,15 +82,15 @@ def predict_list(cfg, msc):
                          progress=cfg.progress)
 
 
-def main(argv):
-    del argv
-    written = predict_list(FLAGS, msc=False)
-    print(f'wrote {len(written)} predictions to {FLAGS.save_dir}')
+def run(msc=False):
+    """Console scripts `aaf-inference` and (msc=True) `aaf-inference-msc`."""
+    define_flags(msc=msc)
 
+    def main(argv):
+        del argv
+        written = predict_list(FLAGS, msc=msc)
+        print(f'wrote {len(written)} predictions to {FLAGS.save_dir}')
 
-def run():
-    """Console script `aaf-inference`."""
-    define_flags(msc=False)
     run_app(main)
 
 

@@ -4,20 +4,12 @@
     python -m aaf.inference_msc --flip-aug --scale-aug --data-dir VOCdevkit/ --data-list dataset/voc12/val.txt \
         --input-size 480,480 --strides 320,320 --restore-from stage2/model.ckpt-30000 --save-dir stage2/results/val
 """
-from common.cli import run_app
-from aaf.inference import FLAGS, define_flags, predict_list
-
-
-def main(argv):
-    del argv
-    written = predict_list(FLAGS, msc=True)
-    print(f'wrote {len(written)} predictions to {FLAGS.save_dir}')
+from aaf import inference
 
 
 def run():
     """Console script `aaf-inference-msc`."""
-    define_flags(msc=True)
-    run_app(main)
+    inference.run(msc=True)
 
 
 if __name__ == '__main__':

@@ -99,7 +99,8 @@ def train(mode, data_dir, snapshot_dir, logs):
             f'--batch-size={FLAGS.batch_size}', f'--input-size={crop},{crop}', f'--learning-rate={FLAGS.learning_rate}',
             f'--num-steps={FLAGS.num_steps + 1}', f'--save-pred-every={FLAGS.num_steps}', '--update-tb-every=50',
             '--iter-size=1', '--weight-decay=5e-4', '--num-classes=21', f'--random-seed={FLAGS.seed}',
-            '--random-mirror', '--random-scale', '--random-crop', '--is-training', '--noprogress']
+            '--random-mirror', '--random-scale', '--random-crop', '--is-training', '--noprogress',
+            '--deterministic']  # reproducible numbers for the README
     if mode != 'baseline':
         args += ['--kld-margin=3.0', '--kld-lambda-1=1.0', '--kld-lambda-2=1.0']
     _run(args + _model_flags(), os.path.join(logs, f'train_{mode}.log'))
