@@ -60,3 +60,12 @@ def assert_golden_fixture():
 @pytest.fixture
 def golden_dir():
     return GOLDEN_DIR
+
+
+@pytest.fixture(scope='session')
+def synthetic_voc(tmp_path_factory):
+    """Root of a small synthetic VOC set (24 images of 64 x 64, seed 0), generated once per test session."""
+    from common.data.synthetic import generate
+    root = tmp_path_factory.mktemp('synthetic_voc')
+    generate('voc', str(root), num_images=24, seed=0, height=64, width=64)
+    return str(root)

@@ -35,11 +35,8 @@ def parse_inference_flags(argv, msc):
 
 
 @pytest.fixture(scope='module')
-def voc_data(tmp_path_factory):
-    from common.data.synthetic import generate
-    root = tmp_path_factory.mktemp('aaf_infer_voc')
-    generate('voc', str(root), num_images=12, seed=1, height=64, width=64)
-    return str(root)
+def voc_data(synthetic_voc):
+    return synthetic_voc
 
 
 @pytest.fixture(scope='module')

@@ -30,11 +30,8 @@ def parse_train_flags(argv):
 
 
 @pytest.fixture(scope='module')
-def voc_data(tmp_path_factory):
-    from common.data.synthetic import generate
-    root = tmp_path_factory.mktemp('aaf_train_voc')
-    generate('voc', str(root), num_images=24, seed=0, height=64, width=64)
-    return str(root)
+def voc_data(synthetic_voc):
+    return synthetic_voc
 
 
 def base_argv(voc_data, mode, num_steps=NUM_STEPS, snapshot_dir='', extra=()):

@@ -1,20 +1,11 @@
 """Multi-scale + flip inference (spec 5.2) against the original `inference_msc.py` run with a stub model."""
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from common.infer.multiscale import (MSC_SCALES, multiscale_passes, multiscale_predict, multiscale_scores,
                                      scaled_size)
 from common.infer.sliding_window import sliding_window_scores
-
-
-def make_stub(weights, biases):
-    weights, biases = tf.constant(weights), tf.constant(biases)
-
-    def stub(images):
-        return tf.nn.avg_pool2d(tf.nn.conv2d(tf.cast(images, tf.float32), weights, 1, 'VALID') + biases, 8, 8,
-                                'VALID')
-    return stub
+from test_infer_sliding_window import make_stub  # the golden cases' stub network
 
 
 @pytest.mark.parametrize('index', [0, 1])

@@ -3,21 +3,12 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from common.colormap import colorize, cityscapes_colormap
 from common.infer import IMG_MEAN
 from common.infer.outputs import load_image, prediction_basename, run_inference, save_prediction
-
-
-def make_stub(weights, biases):
-    weights, biases = tf.constant(weights), tf.constant(biases)
-
-    def stub(images):
-        return tf.nn.avg_pool2d(tf.nn.conv2d(tf.cast(images, tf.float32), weights, 1, 'VALID') + biases, 8, 8,
-                                'VALID')
-    return stub
+from test_infer_sliding_window import make_stub  # the golden cases' stub network
 
 
 def test_basename_replaces_every_jpg_like_the_original():
