@@ -19,7 +19,9 @@ import time
 import numpy as np
 from PIL import Image
 
-IMG_MEAN = np.array((122.675, 116.669, 104.008), np.float32)
+from common.data.aaf_reader import IMG_MEAN as AAF_IMG_MEAN
+
+IMG_MEAN = np.array(AAF_IMG_MEAN, np.float32)
 CROP = 336
 BATCH = 8
 

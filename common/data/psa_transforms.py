@@ -18,9 +18,11 @@ import random as _random
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from common.data.aaf_reader import IMG_MEAN
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VGG_MEAN_RGB = (122.675, 116.669, 104.008)
+VGG_MEAN_RGB = IMG_MEAN  # the Caffe ImageNet mean, also the AAF/SegSort mean
 PSA_MSF_SCALES = (1.0, 0.5, 1.5, 2.0)
 SEAM_MSF_SCALES = (0.5, 1.0, 1.5, 2.0)
 NETWORKS = ('resnet38', 'vgg16')

@@ -8,10 +8,7 @@ Public API:
                 flip_aug=False, scale_aug=False, ...)
   export_saved_model(model, out_dir, input_size, num_classes, strides=None, img_mean=IMG_MEAN)  (common.infer.export)
 """
-try:
-    from common.data import IMG_MEAN
-except ImportError:  # the data package is optional for inference-only installs
-    IMG_MEAN = (122.675, 116.669, 104.008)
+from common.data.aaf_reader import IMG_MEAN
 
 from common.infer.multiscale import (MSC_SCALES, multiscale_passes, multiscale_predict, multiscale_scores,
                                      scaled_size)

@@ -32,6 +32,7 @@ from common.io import atomic_write_text
 
 from common.models.naming import original_names
 from common.train.optimizers import unwrap_variable
+from common.weights.slim import load_slim_checkpoint, resolve_checkpoint_path
 
 CHECKPOINT_NAME = 'model.ckpt'
 _VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -76,14 +77,10 @@ def resolve_checkpoint(path, flag='--restore-from'):
     """A checkpoint prefix from a prefix or a directory (its latest checkpoint); clear errors otherwise."""
     if not path:
         raise ValueError(f'{flag} is empty')
-    if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f'{flag}: directory {path!r} contains no checkpoint')
-        return latest
-    if not (tf.io.gfile.exists(path + '.index') or tf.io.gfile.exists(path)):
-        raise FileNotFoundError(f'{flag}: no checkpoint at {path!r} (expected {path}.index)')
-    return path
+    try:
+        return resolve_checkpoint_path(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f'{flag}: {err}') from None
 
 
 def is_object_checkpoint(path):
@@ -114,7 +111,6 @@ def restore_variables(variables, ckpt_path, exclude_scopes=(), model=None):
     if not is_object_checkpoint(path):
         if model is None:
             raise ValueError(f'--restore-from: {path} is a TF1/Slim checkpoint; pass the model to restore it')
-        from common.weights.slim import load_slim_checkpoint  # another engineer's module; lazy on purpose
         return load_slim_checkpoint(model, path, exclude_scopes=tuple(exclude_scopes))
     reader = tf.train.load_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()

@@ -84,6 +84,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from common.data.aaf_reader import IMG_MEAN
 from common.models.naming import original_name
 from common.train import checkpoints as ckpt_lib
 from common.train import summaries
@@ -93,7 +94,6 @@ from common.train.regularizers import l2_loss
 from common.train.schedules import poly_lr
 
 LOSS_REDUCTIONS = ('global_mean', 'tower_mean')
-AAF_IMG_MEAN = (122.675, 116.669, 104.008)
 _log = logging.getLogger(__name__)
 
 
@@ -154,7 +154,7 @@ class TrainConfig:
     l2_loss: bool = True
     l2_name_filter: str = 'weights'
     mixed_precision: bool = False
-    image_mean: Tuple[float, float, float] = AAF_IMG_MEAN
+    image_mean: Tuple[float, float, float] = IMG_MEAN
     colormap: str = 'voc'
     progress: bool = True
 

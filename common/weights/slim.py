@@ -18,14 +18,14 @@ def resolve_checkpoint_path(ckpt_path):
     Raises FileNotFoundError naming the path when nothing readable is there.
     """
     path = os.fspath(ckpt_path)
-    if os.path.isdir(path):
+    if tf.io.gfile.isdir(path):  # gfile: also gs:// and other remote file systems
         prefix = tf.train.latest_checkpoint(path)
         if prefix is None:
             raise FileNotFoundError(
-                f'checkpoint directory {path!r} has no `checkpoint` state file naming a checkpoint; pass the '
-                f'checkpoint prefix instead (e.g. {os.path.join(path, "model.ckpt")!r})')
+                f'checkpoint directory {path!r} contains no checkpoint (no `checkpoint` state file naming one); '
+                f'pass the checkpoint prefix instead (e.g. {os.path.join(path, "model.ckpt")!r})')
         return prefix
-    if os.path.exists(path + '.index') or os.path.exists(path):
+    if tf.io.gfile.exists(path + '.index') or tf.io.gfile.exists(path):
         return path
     raise FileNotFoundError(f'no TF checkpoint at {path!r} (expected {path}.index or a directory with a '
                             f'`checkpoint` state file)')
