@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from common.ops import affinity as nnx
 from common.ops.affinity_fused import affinity_field_loss
+from common.train.schedules import affinity_decay
 
 AAF_SIZES = (1, 2, 3)
 _CLIP_LOW = 1e-4
@@ -127,12 +128,6 @@ def adaptive_affinity_loss_fused(labels, probs, num_classes, kld_margin, w_edge_
                                w_not_edge=w_not_edge)
 
 
-def affinity_decay(step, num_steps):
-    """The originals' decay of the affinity terms: 10 ** (-step / num_steps) (1 -> ~0.1)."""
-    step = tf.cast(step, tf.float32)
-    return tf.pow(10.0, -step / float(num_steps))
-
-
 class AdaptiveAffinityWeights(keras.layers.Layer):
     """The adversarial per-class size weights of train_aaf.py: variables `edge_w` and `nonedge_w`.
 
@@ -200,7 +195,7 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
     if labels.shape.rank == 3:
         labels = labels[..., None]
     probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-    dec = affinity_decay(step, num_steps)
+    dec = affinity_decay(tf.cast(step, tf.float32), num_steps)
     if mode == 'affinity':
         sizes = (1,)
         if fused:
