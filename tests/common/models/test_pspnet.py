@@ -1,15 +1,12 @@
 """PSPNet builder: golden parity with the original (every debug branch), variable counts, input-size rule."""
-import pathlib
 
 import keras
 import numpy as np
 import pytest
 
-from common.models.naming import in_original_order, original_name, original_names
+from common.models.naming import original_name, original_names
 from common.models.pspnet import build_pspnet
-from common.weights.slim import load_slim_checkpoint
-
-GOLDEN = pathlib.Path(__file__).parents[2] / 'golden' / 'aaf_segsort'
+from test_resnet_v1 import restore_golden_checkpoint
 
 
 def _small_backbone(s):
@@ -23,12 +20,7 @@ def test_pspnet_small_matches_original(golden, assert_golden):
     model = build_pspnet(s['num_classes'], ins['image'].shape[1], backbone=_small_backbone(s),
                          psp_channels=s['psp_channels'], use_global_status=s['use_global_status'],
                          head_bn_decay=s['head_bn_decay'], return_endpoints=True)
-    restored, missing, unexpected = load_slim_checkpoint(model, GOLDEN / s['checkpoint'])
-    assert (len(restored), missing, unexpected) == (len(outs['var_names']), [], [])
-    variables = in_original_order(model.variables)
-    assert [original_name(v) for v in variables] == [str(n) for n in outs['var_names']]
-    assert [tuple(v.shape) for v in variables] == [
-        tuple(int(d) for d in row[:nd]) for row, nd in zip(outs['var_shapes'], outs['var_ndims'])]
+    restore_golden_checkpoint(model, outs, s)
 
     got = model(ins['image'], training=False)
     tol = case['tolerance']

@@ -11,15 +11,17 @@ from common.weights.slim import load_slim_checkpoint
 GOLDEN = pathlib.Path(__file__).parents[2] / 'golden' / 'aaf_segsort'
 
 
-def _names_shapes(model):
+def restore_golden_checkpoint(model, outs, scalars):
+    """Loads a golden case's TF1 checkpoint with the Slim loader and checks that every variable was restored and
+    that names, order (TF1 creation order) and shapes equal the original graph's (shared by the head tests)."""
+    restored, missing, unexpected = load_slim_checkpoint(model, GOLDEN / scalars['checkpoint'])
+    assert (len(restored), missing, unexpected) == (len(outs['var_names']), [], [])
     variables = in_original_order(model.variables)
-    return [original_name(v) for v in variables], [tuple(v.shape) for v in variables]
-
-
-def _golden_names_shapes(outs):
-    names = [str(n) for n in outs['var_names']]
-    shapes = [tuple(int(d) for d in row[:nd]) for row, nd in zip(outs['var_shapes'], outs['var_ndims'])]
-    return names, shapes
+    assert [original_name(v) for v in variables] == [str(n) for n in outs['var_names']]
+    shapes = [tuple(v.shape) for v in variables]
+    assert shapes == [tuple(int(d) for d in row[:nd]) for row, nd in zip(outs['var_shapes'], outs['var_ndims'])]
+    assert [len(sh) for sh in shapes] == list(outs['var_ndims'])
+    return variables
 
 
 def test_resnet_v1_small_matches_original(golden, assert_golden):
@@ -28,14 +30,7 @@ def test_resnet_v1_small_matches_original(golden, assert_golden):
     model = build_resnet_v1(filters=s['filters'], num_blocks=s['num_blocks'], strides=s['strides'],
                             dilations=s['dilations'], use_global_status=s['use_global_status'], name=s['scope'],
                             return_endpoints=True)
-    restored, missing, unexpected = load_slim_checkpoint(model, GOLDEN / s['checkpoint'])
-    assert (len(restored), missing, unexpected) == (len(outs['var_names']), [], [])
-
-    names, shapes = _names_shapes(model)
-    golden_names, golden_shapes = _golden_names_shapes(outs)
-    assert names == golden_names  # same names in the same (TF1 creation) order
-    assert shapes == golden_shapes
-    assert [len(sh) for sh in shapes] == list(outs['var_ndims'])
+    restore_golden_checkpoint(model, outs, s)
 
     got = model(ins['image'], training=False)
     tol = case['tolerance']
