@@ -69,3 +69,20 @@ def synthetic_voc(tmp_path_factory):
     root = tmp_path_factory.mktemp('synthetic_voc')
     generate('voc', str(root), num_images=24, seed=0, height=64, width=64)
     return str(root)
+
+
+@pytest.fixture
+def temporary_flags():
+    """`temporary_flags(define_fn)` defines a CLI's flags on absl's global FLAGS for one test (define_fn() does
+    the defining) and removes the ones it added afterwards; returns FLAGS."""
+    from absl import flags
+    before = set(flags.FLAGS)
+
+    def define(define_fn):
+        define_fn()
+        return flags.FLAGS
+
+    yield define
+    flags.FLAGS.unparse_flags()
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)

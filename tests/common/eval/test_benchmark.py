@@ -26,14 +26,9 @@ def _write_case(root, ins, case, with_inst=False):
 
 
 @pytest.fixture
-def cli_flags():
+def cli_flags(temporary_flags):
     """Defines the CLI's flags on the global FLAGS for one test and removes the ones it added afterwards."""
-    before = set(flags.FLAGS)
-    benchmark.define_flags()
-    yield flags.FLAGS
-    flags.FLAGS.unparse_flags()
-    for name in set(flags.FLAGS) - before:
-        delattr(flags.FLAGS, name)
+    return temporary_flags(benchmark.define_flags)
 
 
 def _run_cli(argv, capsys):

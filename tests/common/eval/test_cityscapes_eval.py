@@ -79,14 +79,9 @@ def _write_layout(root, gts, preds):
 
 
 @pytest.fixture
-def encoder_flags():
+def encoder_flags(temporary_flags):
     """Defines the encoder CLI's flags for one test and removes the ones it added afterwards."""
-    before = set(flags.FLAGS)
-    cityscapes.define_flags()
-    yield flags.FLAGS
-    flags.FLAGS.unparse_flags()
-    for name in set(flags.FLAGS) - before:
-        delattr(flags.FLAGS, name)
+    return temporary_flags(cityscapes.define_flags)
 
 
 def _encode_with_cli(pred_dir, save_dir):
