@@ -1,10 +1,141 @@
-"""SegSort clustering utilities (vMF k-means and its helpers).
+"""SegSort clustering: unit-sphere embeddings, mean-direction prototypes and von Mises-Fisher (cosine) k-means.
 
-For now this module holds only the grid initialisation and location features that the SegSort data readers
-(`common.data.aaf_reader`) need; the k-means functions are added by the SegSort issue.
+Functions with an original in `network/segsort/common_utils.py` keep its name, argument order and outputs
+(NaN included: a zero vector normalised, or the prototype of a label that does not occur, quirk Q-S5).
+Differences, all without effect on the original's valid results:
+  * the k-means E-step masks NaN prototypes to -inf, so an empty cluster never wins (the original relied on
+    TF CPU argmax skipping NaN);
+  * `batch_kmeans_with_initial_labels` clusters all images of a batch in one set of ops (segment ids offset per
+    image) instead of one graph per image; `kmeans` clusters every image of a batch on its own grid (the original
+    was only valid for batch 1, Q-S9).
 """
 import numpy as np
 import tensorflow as tf
+
+
+def normalize_embedding(embedding):
+    """Unit-length features along the last axis, without epsilon (a zero vector gives NaN, as the original).
+
+    Args:
+      embedding: float [..., D].
+    Returns:
+      float [..., D].
+    """
+    embedding = tf.convert_to_tensor(embedding)
+    return embedding / tf.norm(embedding, axis=-1, keepdims=True)
+
+
+def calculate_prototypes_from_labels(embedding, labels, max_label=None):
+    """Mean-direction prototypes: the normalised sum of the embeddings of each label (the k-means M-step).
+
+    Args:
+      embedding: float [..., D]; flattened to [P, D].
+      labels: int [...] with P entries, values in [0, max_label).
+      max_label: number of prototypes K; default max(labels) + 1.
+    Returns:
+      float [K, D]; rows of labels that do not occur are NaN (0/0, as the original).
+    """
+    embedding = tf.convert_to_tensor(embedding)
+    embedding = tf.reshape(embedding, [-1, tf.shape(embedding)[-1]])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    if max_label is None:
+        max_label = tf.reduce_max(labels) + 1
+    sums = tf.math.unsorted_segment_sum(embedding, labels, tf.cast(max_label, tf.int32))
+    return normalize_embedding(sums)
+
+
+def _mask_nan(similarities):
+    return tf.where(tf.math.is_nan(similarities), tf.constant(-np.inf, similarities.dtype), similarities)
+
+
+def find_nearest_prototypes(embedding, prototypes):
+    """Index of the most similar prototype (largest dot product) of every embedding row (the k-means E-step).
+
+    NaN prototypes (empty clusters) never win.
+
+    Args:
+      embedding: float [..., D] (flattened to [P, D]).
+      prototypes: float [K, D].
+    Returns:
+      int64 [P].
+    """
+    prototypes = tf.convert_to_tensor(prototypes)
+    embedding = tf.reshape(embedding, [-1, tf.shape(prototypes)[-1]])
+    similarities = tf.matmul(embedding, prototypes, transpose_b=True)
+    return tf.argmax(_mask_nan(similarities), axis=1)
+
+
+def batch_kmeans_with_initial_labels(embedding, initial_labels, max_label, iterations=10, valid=None):
+    """vMF k-means of several images at once, each image with its own clusters.
+
+    Equivalent to `kmeans_with_initial_labels` run on every image separately (on its valid pixels), but built as
+    `iterations` batched M/E steps: prototypes are per-image segment sums ([B, K, D]) and each pixel is compared
+    only with the prototypes of its own image.
+
+    Args:
+      embedding: float [B, P, D] (unit rows).
+      initial_labels: int [B, P], values in [0, max_label).
+      max_label: clusters per image K (Python int or scalar tensor).
+      iterations: M/E iterations.
+      valid: optional bool [B, P]; invalid pixels neither contribute to prototypes nor get a meaningful label.
+    Returns:
+      int64 [B, P] labels after the last E-step (invalid pixels: their initial label).
+    """
+    embedding = tf.convert_to_tensor(embedding)
+    labels = tf.cast(initial_labels, tf.int64)
+    initial = labels
+    max_label = tf.cast(max_label, tf.int32)
+    weights = None if valid is None else tf.cast(valid, embedding.dtype)[..., tf.newaxis]
+    for _ in range(iterations):
+        one_hot = tf.one_hot(labels, max_label, dtype=embedding.dtype)  # [B, P, K]
+        if weights is not None:
+            one_hot = one_hot * weights
+        prototypes = normalize_embedding(tf.einsum('bpk,bpd->bkd', one_hot, embedding))
+        similarities = tf.einsum('bpd,bkd->bpk', embedding, prototypes)
+        labels = tf.argmax(_mask_nan(similarities), axis=-1)
+    if valid is not None:
+        labels = tf.where(valid, labels, initial)
+    return labels
+
+
+def kmeans_with_initial_labels(embedding, initial_labels, max_label=None, iterations=10):
+    """vMF k-means from given initial labels; `max_label` (default max(initial)+1) clusters stay fixed.
+
+    Args:
+      embedding: float [P, D] unit rows.
+      initial_labels: int [P].
+      max_label: number of clusters K.
+      iterations: M/E iterations.
+    Returns:
+      int64 [P] labels after the last E-step (empty clusters stay empty).
+    """
+    initial_labels = tf.reshape(initial_labels, [-1])
+    if max_label is None:
+        max_label = tf.reduce_max(initial_labels) + 1
+    if iterations == 0:
+        return tf.cast(initial_labels, tf.int64)
+    labels = batch_kmeans_with_initial_labels(tf.convert_to_tensor(embedding)[tf.newaxis],
+                                              initial_labels[tf.newaxis], max_label, iterations)
+    return labels[0]
+
+
+def kmeans(embedding, num_clusters, iterations=10):
+    """Grid-initialised vMF k-means of every image of a batch (each image on its own `num_clusters` grid).
+
+    Args:
+      embedding: float [B, H, W, D] unit vectors.
+      num_clusters: [ky, kx] (or an int for both axes).
+      iterations: M/E iterations.
+    Returns:
+      int64 [B, H, W]; cluster ids in [0, max(grid)+1).
+    """
+    embedding = tf.convert_to_tensor(embedding)
+    shape = tf.shape(embedding)
+    grid = tf.reshape(initialize_cluster_labels(num_clusters, [shape[1], shape[2]]), [1, -1])
+    flat = tf.reshape(embedding, [shape[0], -1, shape[3]])
+    labels = tf.tile(grid, [shape[0], 1])
+    labels = batch_kmeans_with_initial_labels(flat, labels, tf.reduce_max(grid) + 1, iterations)
+    return tf.reshape(labels, shape[:3])
 
 
 def initialize_cluster_labels(num_clusters, img_dimensions):
@@ -68,3 +199,20 @@ def generate_location_features_np(img_dimensions):
     x_features = np.linspace(0, 1, img_dimensions[1])
     x_grid, y_grid = np.meshgrid(x_features, y_features)
     return np.stack([y_grid, x_grid], axis=2)[None]
+
+
+def prepare_prototype_labels(semantic_labels, instance_labels, offset=256):
+    """Segment ids of (instance, semantic) pairs and each segment's semantic label.
+
+    Args:
+      semantic_labels: int [P] (flattened), values in [0, offset).
+      instance_labels: int [P] (instance or cluster ids).
+      offset: label divisor of the key `semantic + instance * offset`.
+    Returns:
+      (unique_instance_labels int32 [P] segment ids in first-occurrence order,
+       prototype_labels int32 [S] semantic label of every segment).
+    """
+    keys = (tf.reshape(tf.cast(semantic_labels, tf.int64), [-1])
+            + tf.reshape(tf.cast(instance_labels, tf.int64), [-1]) * offset)
+    unique_keys, unique_instance_labels = tf.unique(keys)
+    return tf.cast(unique_instance_labels, tf.int32), tf.cast(unique_keys % offset, tf.int32)

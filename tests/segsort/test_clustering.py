@@ -38,3 +38,72 @@ def test_generate_location_features_rejects_unknown_type():
     import pytest
     with pytest.raises(ValueError, match='feature_type'):
         generate_location_features([3, 4], 'double')
+
+
+# ---------------------------------------------------------------------------------------------- k-means family
+import tensorflow as tf  # noqa: E402
+
+from segsort import clustering  # noqa: E402
+
+
+def test_normalize_embedding_golden_and_zero_vector(golden, assert_golden):
+    ins, outs, case = golden('segsort_normalize_embedding')
+    assert_golden(clustering.normalize_embedding(ins['embedding']).numpy(), outs['y'], case['tolerance']['out_y'])
+    assert np.isnan(clustering.normalize_embedding(np.zeros([1, 3], np.float32)).numpy()).all()
+
+
+def test_calculate_prototypes_from_labels_golden_and_empty_label(golden, assert_golden):
+    ins, outs, case = golden('segsort_calculate_prototypes_from_labels')
+    protos = clustering.calculate_prototypes_from_labels(ins['embedding'], ins['labels'])
+    assert_golden(protos.numpy(), outs['prototypes'], case['tolerance']['out_prototypes'])
+    # A label that does not occur gives a NaN row (Q-S5), the others are unit vectors.
+    protos = clustering.calculate_prototypes_from_labels(np.eye(3, dtype=np.float32), [0, 0, 2], 4).numpy()
+    assert np.isnan(protos[1]).all() and np.isnan(protos[3]).all()
+    np.testing.assert_allclose(protos[0], [2 ** -0.5, 2 ** -0.5, 0], rtol=1e-6)
+
+
+def test_find_nearest_prototypes_golden_and_nan_never_wins(golden, assert_golden):
+    ins, outs, case = golden('segsort_find_nearest_prototypes')
+    labels = clustering.find_nearest_prototypes(ins['embedding'], ins['prototypes'])
+    assert labels.dtype == tf.int64
+    assert_golden(labels.numpy(), outs['labels'], case['tolerance']['out_labels'])
+    protos = np.array([[np.nan, np.nan], [0.0, 1.0], [1.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(clustering.find_nearest_prototypes([[1.0, 0.1], [-1.0, 0.2]], protos), [2, 1])
+
+
+def test_kmeans_with_initial_labels_golden(golden, assert_golden):
+    ins, outs, case = golden('segsort_kmeans_with_initial_labels')
+    labels = clustering.kmeans_with_initial_labels(ins['embedding'], ins['initial_labels'],
+                                                   case['scalars']['max_label'], case['scalars']['iterations'])
+    assert_golden(labels.numpy(), outs['labels'], case['tolerance']['out_labels'])
+
+
+def test_kmeans_golden(golden, assert_golden):
+    ins, outs, case = golden('segsort_kmeans')
+    labels = clustering.kmeans(ins['embedding'], case['scalars']['num_clusters'], case['scalars']['iterations'])
+    assert_golden(labels.numpy(), outs['labels'], case['tolerance']['out_labels'])
+
+
+def test_batched_kmeans_equals_per_image_runs_with_empty_clusters():
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=[3, 40, 6]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    init = rng.integers(0, 4, size=[3, 40]).astype(np.int32)  # max_label 7: ids 4..6 always empty
+    valid = rng.random([3, 40]) > 0.3
+    batched = clustering.batch_kmeans_with_initial_labels(emb, init, 7, 5, valid).numpy()
+    for b in range(3):
+        single = clustering.kmeans_with_initial_labels(emb[b][valid[b]], init[b][valid[b]], 7, 5).numpy()
+        np.testing.assert_array_equal(batched[b][valid[b]], single)
+        assert single.max() < 4
+    # The same batch through `kmeans` clusters every image on its own grid (the original only handled batch 1).
+    grid_emb = emb[:, :36].reshape(3, 6, 6, 6)
+    per_image = [clustering.kmeans(grid_emb[b:b + 1], [2, 2], 4).numpy()[0] for b in range(3)]
+    np.testing.assert_array_equal(clustering.kmeans(grid_emb, [2, 2], 4).numpy(), np.stack(per_image))
+
+
+def test_prepare_prototype_labels_golden(golden, assert_golden):
+    ins, outs, case = golden('segsort_prepare_prototype_labels')
+    idx, proto = clustering.prepare_prototype_labels(ins['semantic_labels'], ins['instance_labels'],
+                                                     case['scalars']['offset'])
+    assert_golden(idx.numpy(), outs['unique_instance_labels'], case['tolerance']['out_unique_instance_labels'])
+    assert_golden(proto.numpy(), outs['prototype_labels'], case['tolerance']['out_prototype_labels'])

@@ -1,0 +1,241 @@
+"""SegSort losses: supervised segment sorting (k-means segments, NCA vMF likelihood) and the unsupervised variant.
+
+`add_segsort_loss` and `add_unsupervised_segsort_loss` keep the names, argument order and values of
+`network/segsort/train_utils.py`. How they are computed differs:
+  * k-means runs for all images of the batch in one batched set of ops (`clustering.batch_kmeans_with_initial_labels`)
+    instead of a Python loop that builds one graph per image;
+  * the NCA likelihood is one fused op (`vmf_nca_loss`) whose gradient is written out: the [pixels x prototypes]
+    similarity matrix is the only large tensor (recomputed in the backward pass), instead of the several
+    same-sized masks and products the original keeps for autodiff;
+  * a batch without valid pixels gives loss 0 instead of NaN.
+
+Memory bank (aaf_segsort.md 7.3 step 5, quirk Q-S1): the original creates `num_banks` banks of 25*B random
+prototypes labelled 0 whose update never runs. `MemoryBank(..., fifo=False)` (the default) reproduces that inert,
+random, label-0 memory; `fifo=True` makes the intended first-in-first-out update actually happen.
+"""
+import tensorflow as tf
+
+from segsort import clustering
+
+LABEL_DIVISOR = 256
+
+
+class MemoryBank(tf.Module):
+    """Prototype memory of the supervised loss: variables `memory_{b}` [size, D] and `memory_labels_{b}` [size].
+
+    Args:
+      num_banks: number of banks (2 in the original scripts; 0 = none).
+      size: prototypes per bank (the original: num_clusters**2 * batch_size).
+      embedding_dim: D.
+      fifo: False = the original's inert memory (never updated, Q-S1); True = after every loss evaluation the
+        banks shift by one and the newest bank receives a random permutation of the batch's prototypes (the
+        remaining rows keep their previous content when the batch has fewer than `size` segments).
+      seed: initialiser seed (truncated normal, std 1, as `tf.truncated_normal_initializer()`).
+    """
+
+    def __init__(self, num_banks, size, embedding_dim, fifo=False, seed=None):
+        super().__init__(name='segsort_memory')
+        self.num_banks, self.size, self.embedding_dim, self.fifo = int(num_banks), int(size), int(embedding_dim), fifo
+        init = tf.keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0, seed=seed)
+        sync = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.memory = [tf.Variable(init([self.size, self.embedding_dim]), name=f'memory_{b}', **sync)
+                       for b in range(self.num_banks)]
+        self.memory_labels = [tf.Variable(tf.zeros([self.size], tf.int32), name=f'memory_labels_{b}', **sync)
+                              for b in range(self.num_banks)]
+        from common.models.naming import set_original_name
+        for b in range(self.num_banks):
+            set_original_name(self.memory[b], f'memory_{b}')
+            set_original_name(self.memory_labels[b], f'memory_labels_{b}')
+
+    @property
+    def all_variables(self):
+        return self.memory + self.memory_labels
+
+    def read(self):
+        """(normalised prototypes [num_banks*size, D], labels [num_banks*size])."""
+        return (clustering.normalize_embedding(tf.concat([tf.convert_to_tensor(m) for m in self.memory], 0)),
+                tf.concat([tf.convert_to_tensor(m) for m in self.memory_labels], 0))
+
+    def update(self, prototypes, prototype_labels):
+        """FIFO update with this batch's prototypes (no-op unless fifo)."""
+        if not self.fifo or not self.num_banks:
+            return
+        prototypes = tf.stop_gradient(prototypes)
+        order = tf.random.shuffle(tf.range(tf.shape(prototype_labels)[0]))[:self.size]
+        count = tf.shape(order)[0]
+        newest = tf.concat([tf.gather(prototypes, order), self.memory[-1][count:]], 0)
+        newest_labels = tf.concat([tf.gather(prototype_labels, order), self.memory_labels[-1][count:]], 0)
+        for b in range(self.num_banks - 1):
+            self.memory[b].assign(self.memory[b + 1])
+            self.memory_labels[b].assign(self.memory_labels[b + 1])
+        self.memory[-1].assign(tf.ensure_shape(newest, [self.size, self.embedding_dim]))
+        self.memory_labels[-1].assign(tf.ensure_shape(newest_labels, [self.size]))
+
+
+def _nca_terms(similarities, segment_ids, prototype_class, pixel_class, num_classes):
+    """Numerator, denominator and which numerator form each pixel uses, from S = exp(kappa cos) [N, S]."""
+    class_one_hot = tf.one_hot(prototype_class, num_classes, dtype=similarities.dtype)  # [S, C]
+    class_sums = tf.matmul(similarities, class_one_hot)  # [N, C]
+    own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
+    same = tf.reduce_sum(tf.where(own_class, class_sums, 0.0), axis=1)
+    different = tf.reduce_sum(tf.where(own_class, 0.0, class_sums), axis=1)
+    self_similarity = tf.gather(similarities, segment_ids, axis=1, batch_dims=1)
+    others = same - self_similarity
+    use_others = others > 0
+    numerator = tf.where(use_others, others, self_similarity)
+    return numerator, numerator + different, use_others
+
+
+def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration):
+    """Mean NCA negative log-likelihood of the vMF mixture, with a hand-written gradient.
+
+    For pixel i with segment s_i and class c_i, S_ij = exp(kappa e_i . mu_j):
+    numerator_i = sum_{j != s_i, class j == c_i} S_ij if that is > 0 else S_{i,s_i};
+    loss_i = -log(numerator_i / (numerator_i + sum_{class j != c_i} S_ij)).
+
+    Args:
+      embedding: float [N, D] unit rows.
+      prototypes: float [S, D] unit rows (the batch's segments, then any memory rows).
+      segment_ids: int32 [N] row of each pixel's own segment in `prototypes`.
+      prototype_class: int32 [S] compact class index (0..num_classes-1) of every prototype.
+      pixel_class: int32 [N] compact class index of every pixel.
+      num_classes: number of compact classes.
+      concentration: kappa.
+    Returns:
+      scalar float32; gradients flow to `embedding` and `prototypes`.
+    """
+    kappa = tf.cast(concentration, embedding.dtype)
+
+    @tf.custom_gradient
+    def loss_fn(emb, protos):
+        similarities = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
+        numerator, denominator, use_others = _nca_terms(similarities, segment_ids, prototype_class, pixel_class,
+                                                        num_classes)
+        count = tf.cast(tf.shape(emb)[0], emb.dtype)
+        loss = tf.reduce_mean(tf.math.log(denominator) - tf.math.log(numerator))
+
+        def grad(upstream):
+            # Recompute S rather than keep it alive between the passes.
+            sims = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
+            same = tf.equal(pixel_class[:, tf.newaxis], prototype_class[tf.newaxis, :])
+            is_self = tf.equal(segment_ids[:, tf.newaxis], tf.range(tf.shape(protos)[0])[tf.newaxis, :])
+            in_numerator = tf.where(use_others[:, tf.newaxis], tf.logical_and(same, tf.logical_not(is_self)),
+                                    is_self)
+            inv_den = (1.0 / denominator)[:, tf.newaxis]
+            inv_num = (1.0 / numerator)[:, tf.newaxis]
+            # d loss_i / d S_ij: 1/den for every denominator term, -1/num more for numerator terms.
+            coefficient = tf.where(same, tf.where(in_numerator, inv_den - inv_num, 0.0), inv_den)
+            logits_grad = coefficient * sims * (upstream * kappa / count)
+            return (tf.matmul(logits_grad, protos), tf.matmul(logits_grad, emb, transpose_a=True))
+
+        return loss, grad
+
+    return loss_fn(embedding, prototypes)
+
+
+def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, concentration, memory=None,
+                 memory_labels=None):
+    """The supervised vMF loss of given segments (`_calculate_vmf_loss` of the original, without the memory update).
+
+    Args:
+      embedding: float [N, D] unit rows of the valid pixels.
+      semantic_labels: int [N].
+      segment_ids: int32 [N] segment of each pixel (0..S-1).
+      prototype_labels: int32 [S] semantic label of each segment.
+      concentration: kappa.
+      memory, memory_labels: optional extra prototypes [M, D] (unit rows) and their labels [M].
+    Returns:
+      (loss scalar, prototypes [S, D]).
+    """
+    num_segments = tf.shape(prototype_labels)[0]
+    prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
+    all_prototypes, all_labels = prototypes, prototype_labels
+    if memory is not None:
+        all_prototypes = tf.concat([prototypes, tf.cast(memory, prototypes.dtype)], 0)
+        all_labels = tf.concat([prototype_labels, tf.cast(memory_labels, prototype_labels.dtype)], 0)
+    classes, prototype_class = tf.unique(all_labels)
+    pixel_class = tf.gather(prototype_class, segment_ids)
+    loss = vmf_nca_loss(embedding, all_prototypes, segment_ids, prototype_class, pixel_class, tf.size(classes),
+                        concentration)
+    return loss, prototypes
+
+
+def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentration, cluster_labels, num_clusters,
+                     kmeans_iterations, num_banks, loc_features, memory_bank=None):
+    """Supervised SegSort loss (aaf_segsort.md 7.3).
+
+    Per image: valid pixels (label != ignore_label) are clustered by vMF k-means on [embedding, location]
+    (re-normalised), starting from `cluster_labels` with num_clusters**2 clusters; segments are the
+    (cluster, class) pairs of the batch; loss = NCA likelihood of every pixel against all segment prototypes
+    (plus the memory bank).
+
+    Args:
+      embedding: float [B, h, w, D] raw network output (normalised here).
+      labels: int [B, h, w, 1] semantic labels at the embedding's resolution.
+      embedding_dim: D.
+      ignore_label: label of pixels left out (255).
+      concentration: kappa (10).
+      cluster_labels: int [B, h, w, 1] initial clusters (the reader's grid, shrunk).
+      num_clusters: clusters per axis (5 -> 25 clusters per image).
+      kmeans_iterations: M/E iterations (10).
+      num_banks: memory banks (0 = none); with num_banks > 0 pass `memory_bank`.
+      loc_features: float [B, h, w, 2] (y, x) location features.
+      memory_bank: a `MemoryBank` (its fifo flag decides whether it is updated).
+    Returns:
+      scalar loss (0 when no pixel is valid).
+    """
+    embedding = clustering.normalize_embedding(tf.convert_to_tensor(embedding))
+    batch_size = tf.shape(embedding)[0]
+    flat_embedding = tf.reshape(embedding, [batch_size, -1, embedding_dim])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [batch_size, -1])
+    clusters = tf.reshape(tf.cast(cluster_labels, tf.int32), [batch_size, -1])
+    locations = tf.reshape(tf.cast(loc_features, embedding.dtype), [batch_size, -1, 2])
+    valid = tf.not_equal(labels, ignore_label)
+
+    with_location = clustering.normalize_embedding(tf.concat([flat_embedding, locations], 2))
+    clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
+                                                           num_clusters * num_clusters, kmeans_iterations, valid)
+    clusters = clusters + tf.range(tf.cast(batch_size, tf.int64), dtype=tf.int64)[:, tf.newaxis] * LABEL_DIVISOR
+
+    # Valid pixels of all images in row-major order, as the original's per-image gathers concatenated.
+    valid_index = tf.where(valid)
+    semantic = tf.gather_nd(labels, valid_index)
+    pixel_clusters = tf.gather_nd(clusters, valid_index)
+    pixel_embedding = tf.gather_nd(flat_embedding, valid_index)
+    segment_ids, prototype_labels = clustering.prepare_prototype_labels(semantic, pixel_clusters, LABEL_DIVISOR)
+
+    memory = memory_labels = None
+    if num_banks > 0:
+        if memory_bank is None:
+            raise ValueError('add_segsort_loss: num_banks > 0 needs a `memory_bank` (segsort.losses.MemoryBank '
+                             'holding the memory variables)')
+        memory, memory_labels = memory_bank.read()
+    loss, prototypes = segment_loss(pixel_embedding, semantic, segment_ids, prototype_labels, concentration,
+                                    memory, memory_labels)
+    if memory_bank is not None and num_banks > 0:
+        memory_bank.update(prototypes, prototype_labels)
+    return tf.where(tf.size(semantic) > 0, loss, tf.zeros_like(loss))
+
+
+def add_unsupervised_segsort_loss(embedding, concentration, cluster_labels, num_banks=0):
+    """Unsupervised SegSort loss (aaf_segsort.md 7.4): softmax of every pixel over all segments of the batch.
+
+    Args:
+      embedding: float [B, h, w, D] raw network output.
+      concentration: kappa.
+      cluster_labels: int [B, h, w, 1] over-segmentation ids (0..255; no ignore: padding is a segment).
+      num_banks: unused (the original accepts it and ignores it).
+    Returns:
+      scalar loss.
+    """
+    del num_banks
+    embedding = clustering.normalize_embedding(tf.convert_to_tensor(embedding))
+    batch_size = tf.shape(embedding)[0]
+    clusters = tf.reshape(tf.cast(cluster_labels, tf.int32), [batch_size, -1])
+    clusters = clusters + tf.range(batch_size)[:, tf.newaxis] * LABEL_DIVISOR
+    _, segment_ids = tf.unique(tf.reshape(clusters, [-1]))
+    flat = tf.reshape(embedding, [-1, tf.shape(embedding)[-1]])
+    prototypes = clustering.calculate_prototypes_from_labels(flat, segment_ids)
+    logits = tf.cast(concentration, flat.dtype) * tf.matmul(flat, prototypes, transpose_b=True)
+    # -log softmax at the own segment; the same value as the original's -log(S_self / sum S).
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=segment_ids, logits=logits))
