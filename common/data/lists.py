@@ -57,11 +57,12 @@ def read_labeled_image_list(data_dir, data_list):
     return images, masks
 
 
-def read_unsup_labeled_image_list(data_dir, data_list):
+def read_unsup_labeled_image_list(data_dir, data_list, hed_dir=None):
     """SegSort unsupervised list: like `read_labeled_image_list` plus HED over-segmentation paths.
 
     The HED path is `mask.replace('segcls', 'hed')` as in the original (quirk Q-S2: masks without 'segcls' in their
-    path, e.g. the SBD lines of train+.txt, are used unchanged as their own "over-segmentation").
+    path, e.g. the SBD lines of train+.txt, are used unchanged as their own "over-segmentation"). With `hed_dir`
+    (the fix) it is `hed_dir/<basename of the mask>` for every line.
 
     Returns:
       (images, masks, segs): three lists of str paths.
@@ -71,7 +72,10 @@ def read_unsup_labeled_image_list(data_dir, data_list):
         image, mask = split_list_line(line)
         images.append(data_dir + image)
         masks.append(data_dir + mask)
-        segs.append(data_dir + mask.replace('segcls', 'hed'))
+        if hed_dir:
+            segs.append(os.path.join(hed_dir, os.path.basename(mask)))
+        else:
+            segs.append(data_dir + mask.replace('segcls', 'hed'))
     return images, masks, segs
 
 

@@ -35,7 +35,7 @@ _IMAGE_MAGICS = (b'\xff\xd8\xff', b'\x89PNG', b'GIF8', b'BM')
 _graph_fn = tf.autograph.experimental.do_not_convert
 
 
-def load_samples(data_dir, data_list, reader='aaf', check_files=True, skip_bad_samples=False):
+def load_samples(data_dir, data_list, reader='aaf', check_files=True, skip_bad_samples=False, hed_dir=None):
     """Reads a list file into per-sample paths with their 1-based line numbers.
 
     Args:
@@ -44,6 +44,7 @@ def load_samples(data_dir, data_list, reader='aaf', check_files=True, skip_bad_s
         `label.replace('segcls', 'hed')` (quirk Q-S2).
       check_files: check that every file exists and is readable.
       skip_bad_samples: log and drop samples with missing files instead of raising.
+      hed_dir: 'segsort_unsup' only: read the over-segmentations from `hed_dir/<label basename>` (Q-S2 fix).
 
     Returns:
       (line_numbers list[int], paths list[tuple[str, ...]]).
@@ -55,7 +56,7 @@ def load_samples(data_dir, data_list, reader='aaf', check_files=True, skip_bad_s
     if reader not in READERS:
         raise ValueError(f'reader must be one of {READERS}, got {reader!r}')
     if reader == 'segsort_unsup':
-        columns = read_unsup_labeled_image_list(data_dir, data_list)
+        columns = read_unsup_labeled_image_list(data_dir, data_list, hed_dir)
         kinds = ('image', 'label', 'HED over-segmentation')
     else:
         columns = read_labeled_image_list(data_dir, data_list)
@@ -191,7 +192,8 @@ def build_segmentation_dataset(data_dir, data_list, input_size, batch_size, rand
                                random_crop=False, ignore_label=255, img_mean=IMG_MEAN, num_classes=None, seed=None,
                                deterministic=None, shuffle=True, repeat=True, drop_remainder=True,
                                skip_bad_samples=False, input_context=None, reader='aaf', num_clusters=(5, 5),
-                               label_decoder='png', label_map=None, check_files=True, shuffle_buffer=None):
+                               label_decoder='png', label_map=None, check_files=True, shuffle_buffer=None,
+                               hed_dir=None):
     """Training dataset of the AAF / SegSort readers (the originals' ImageReader / SegSortImageReader + dequeue).
 
     Args:
@@ -229,11 +231,13 @@ def build_segmentation_dataset(data_dir, data_list, input_size, batch_size, rand
       label_map: None, 'cityscapes' (labelId -> trainId) or a 256-entry table applied to the (semantic) label.
       check_files: check every listed file exists when building.
       shuffle_buffer: shuffle buffer size (default: the whole list).
+      hed_dir: 'segsort_unsup': over-segmentations from `hed_dir/<label basename>` instead of the original's
+        `label.replace('segcls', 'hed')` (Q-S2).
 
     Returns:
       a `tf.data.Dataset` of tuples as described under `reader`, prefetched.
     """
-    line_numbers, samples = load_samples(data_dir, data_list, reader, check_files, skip_bad_samples)
+    line_numbers, samples = load_samples(data_dir, data_list, reader, check_files, skip_bad_samples, hed_dir)
     decoder = _SampleDecoder(data_list, img_mean, label_decoder, label_map, num_classes, ignore_label,
                              num_paths=len(samples[0]))
     if deterministic is None:
