@@ -1,0 +1,139 @@
+"""segsort.train: the reduced model learns on synthetic data (loss falls, prototypes classify held-out pixels),
+multi-replica training equals single-device training on the global batch, bad flags and inputs fail clearly."""
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import segsort.train as segsort_train
+from common.cli import normalize_flag_names
+
+REDUCED_MODEL = ['--backbone_filters=8,16,16,32', '--backbone_blocks=1,1,1,1', '--psp_channels=16',
+                 '--bn_decay=0.99']
+
+
+def parse_train_flags(argv, unsupervised=False):
+    flag_values = flags.FlagValues()
+    segsort_train.define_flags(flag_values, unsupervised=unsupervised)
+    flag_values(normalize_flag_names(['segsort.train'] + list(argv)))
+    return flag_values
+
+
+def train_argv(voc, num_steps, extra=()):
+    return [f'--data_dir={voc}/VOCdevkit/', f'--data_list={voc}/dataset/voc12/train+.txt', '--batch_size=4',
+            '--input_size=48,48', '--iter_size=1', '--is_training', '--learning_rate=1e-2',
+            f'--num_steps={num_steps}', f'--save_pred_every={num_steps}', '--update_tb_every=1000',
+            '--random_seed=0', '--noprogress', '--embedding_dim=16', '--num_clusters=3', '--random_mirror',
+            '--random_crop'] + REDUCED_MODEL + list(extra)
+
+
+@pytest.mark.slow
+def test_supervised_training_learns_prototypes_that_classify_held_out_pixels(synthetic_voc):
+    from PIL import Image
+
+    from common.data.lists import read_labeled_image_list
+    from common.infer.outputs import load_image
+    from common.infer.sliding_window import as_predict_fn
+    from segsort.extract_prototypes import image_prototypes, stitched_embedding
+    from segsort.inference import KnnClassifier, predict_single_scale
+
+    losses = []
+    cfg = parse_train_flags(train_argv(synthetic_voc, 40))
+    trainer = segsort_train.build_trainer(cfg, hooks=[lambda step, m: losses.append(m['seg_loss'])])
+    trainer.train()
+    losses = np.array(losses)
+    assert np.isfinite(losses).all()
+    assert losses[-10:].mean() < 0.8 * losses[:5].mean(), losses
+
+    # Prototypes from the training images, kNN labels for the held-out (val) images, all in-process.
+    model = segsort_train.build_embedding_model(cfg, [48, 48], training=False)
+    model.set_weights(trainer.model.get_weights())
+    canvas = segsort_train.build_embedding_model(cfg, [96, 96], training=False)
+    canvas.set_weights(trainer.model.get_weights())
+    feats, labels = [], []
+    for image_path, label_path in zip(*read_labeled_image_list(f'{synthetic_voc}/VOCdevkit/',
+                                                               f'{synthetic_voc}/dataset/voc12/train.txt')):
+        embedding = stitched_embedding(load_image(image_path), as_predict_fn(model), (48, 48), (32, 32), 16)
+        f, lab = image_prototypes(embedding, np.asarray(Image.open(label_path)), 3, 10, input_size=(48, 48))
+        feats.append(f)
+        labels.append(lab)
+    classifier = KnnClassifier(np.concatenate(feats), np.concatenate(labels), 3, 3, 10)
+    recalls = {}
+    for image_path, label_path in zip(*read_labeled_image_list(f'{synthetic_voc}/VOCdevkit/',
+                                                               f'{synthetic_voc}/dataset/voc12/val.txt')):
+        pred = predict_single_scale(load_image(image_path), as_predict_fn(canvas), classifier, (96, 96))
+        gt = np.asarray(Image.open(label_path))
+        for c in np.unique(gt[gt != 255]):
+            hits, total = recalls.get(c, (0, 0))
+            recalls[c] = (hits + np.sum(pred[gt == c] == c), total + np.sum(gt == c))
+    balanced_accuracy = np.mean([h / t for h, t in recalls.values()])
+    chance = 1.0 / len(recalls)
+    assert balanced_accuracy > 3 * chance, (balanced_accuracy, chance)
+
+
+def _replica_step(devices, batch, cfg):
+    """One engine step of a 1-conv 'network' under a strategy over `devices`; returns (kernel after, loss)."""
+    import keras
+
+    from common.train.engine import TrainConfig, Trainer
+    from common.train.strategy import make_strategy
+    strategy = make_strategy(devices=devices)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input([8, 8, 3])
+        model = keras.Model(inputs, keras.layers.Conv2D(6, 3, padding='same', name='embedding')(inputs))
+
+    def dataset_fn(ctx):
+        return tf.data.Dataset.from_tensor_slices(batch).batch(ctx.get_per_replica_batch_size(4)).repeat()
+
+    config = TrainConfig(num_steps=1, iter_size=1, learning_rate=0.1, l2_loss=False, progress=False)
+    trainer = Trainer(model, segsort_train.make_loss_fn(cfg), dataset_fn, config, strategy=strategy)
+    metrics = trainer.train()
+    return model.get_weights()[0], metrics['seg_loss']
+
+
+def test_multi_replica_loss_is_the_global_batch_loss():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=[4, 8, 8, 1]).astype(np.int32)
+    labels[1, :2] = 255
+    from segsort.clustering import generate_location_features, initialize_cluster_labels
+    grid = initialize_cluster_labels([2, 2], [8, 8]).numpy()[None, ..., None]
+    batch = (rng.normal(size=[4, 8, 8, 3]).astype(np.float32), labels,
+             np.broadcast_to(grid, labels.shape).astype(np.int32),
+             np.broadcast_to(generate_location_features([8, 8], 'float').numpy()[None], [4, 8, 8, 2]).copy())
+    cfg = SimpleNamespace(embedding_dim=6, ignore_label=255, concentration=10.0, num_clusters=2, kmeans_iterations=3,
+                          num_banks=0)
+    one_kernel, one_loss = _replica_step(['/cpu:0'], batch, cfg)
+    two_kernel, two_loss = _replica_step(['/cpu:0', '/cpu:1'], batch, cfg)
+    np.testing.assert_allclose(two_loss, one_loss, rtol=1e-5)
+    np.testing.assert_allclose(two_kernel, one_kernel, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--num_clusters=7'], r'--num_clusters 7 does not fit the crop: --input_size 48,48 gives a 6-pixel'),
+    (['--num_clusters=17', '--input_size=144,144'], r'289 clusters per image exceed'),
+    (['--num_banks=-1'], r'--num_banks must be >= 0'),
+])
+def test_bad_flags_name_the_flag(synthetic_voc, extra, message):
+    cfg = parse_train_flags(train_argv(synthetic_voc, 2, extra))
+    with pytest.raises(ValueError, match=message):
+        segsort_train.build_trainer(cfg)
+
+
+def test_unsupervised_training_names_missing_over_segmentation(synthetic_voc, tmp_path):
+    voc = f'{synthetic_voc}/VOCdevkit/'
+    line = open(f'{synthetic_voc}/dataset/voc12/train.txt').readline()
+    data_list = tmp_path / 'one.txt'
+    data_list.write_text(line)
+    hed_dir = tmp_path / 'hed'
+    hed_dir.mkdir()
+    cfg = parse_train_flags(train_argv(synthetic_voc, 2, [f'--data_list={data_list}', f'--hed_dir={hed_dir}']),
+                            unsupervised=True)
+    trainer = segsort_train.build_trainer(cfg, unsupervised=True)
+    missing = os.path.join(str(hed_dir), os.path.basename(line.split()[1]))
+    with pytest.raises(FileNotFoundError, match=f'HED over-segmentation file not found: {missing}'):
+        trainer.dataset_fn(tf.distribute.InputContext())
+    del voc
