@@ -26,6 +26,7 @@ setup(
         "absl-py>=2.0",
         "tensorboard>=2.16",  # to view the training summaries (tensorflow-cpu does not pull it in)
         "pydensecrf2>=1.1",
+        "scikit-image>=0.22",  # segsort.overseg: SLIC / Felzenszwalb over-segmentations (HED-owt-ucm substitute)
     ],
     extras_require={
         "tf": [f"tensorflow=={TF_VERSION}"],
@@ -44,6 +45,13 @@ setup(
             "aaf-benchmark=aaf.benchmark:run",
             "aaf-encode-cityscapes-testid=aaf.encode_cityscapes_testid:run",
             "aaf-quickstart=aaf.quickstart:run",
+            "segsort-train=segsort.train:run",
+            "segsort-train-unsup=segsort.train_unsup:run",
+            "segsort-extract-prototypes=segsort.extract_prototypes:run",
+            "segsort-inference=segsort.inference:run",
+            "segsort-inference-msc=segsort.inference_msc:run",
+            "segsort-overseg=segsort.overseg:run",
+            "segsort-quickstart=segsort.quickstart:run",
             "affinity-seg-synthetic=common.data.synthetic:run",
             "affinity-seg-benchmark=common.eval.benchmark:run",
             "affinity-seg-export=common.infer.export:run",

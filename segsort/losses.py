@@ -115,18 +115,25 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
         loss = tf.reduce_mean(tf.math.log(denominator) - tf.math.log(numerator))
 
         def grad(upstream):
+            # d loss_i / d S_ij = 1/den_i for every denominator term, minus 1/num_i for numerator terms. Every
+            # same-class prototype is a numerator term except the own segment when other same-class segments
+            # exist (then it is in neither sum); without them only the own segment is same-class. So the
+            # coefficient depends on (pixel, class of j) -- a [N, C] table gathered by prototype class -- plus a
+            # correction at the own segment.
+            scale = upstream * kappa / count
+            inv_den, inv_num = 1.0 / denominator, 1.0 / numerator
+            own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
+            table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
             # Recompute S rather than keep it alive between the passes.
             sims = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
-            same = tf.equal(pixel_class[:, tf.newaxis], prototype_class[tf.newaxis, :])
-            is_self = tf.equal(segment_ids[:, tf.newaxis], tf.range(tf.shape(protos)[0])[tf.newaxis, :])
-            in_numerator = tf.where(use_others[:, tf.newaxis], tf.logical_and(same, tf.logical_not(is_self)),
-                                    is_self)
-            inv_den = (1.0 / denominator)[:, tf.newaxis]
-            inv_num = (1.0 / numerator)[:, tf.newaxis]
-            # d loss_i / d S_ij: 1/den for every denominator term, -1/num more for numerator terms.
-            coefficient = tf.where(same, tf.where(in_numerator, inv_den - inv_num, 0.0), inv_den)
-            logits_grad = coefficient * sims * (upstream * kappa / count)
-            return (tf.matmul(logits_grad, protos), tf.matmul(logits_grad, emb, transpose_a=True))
+            logits_grad = sims * tf.gather(table, prototype_class, axis=1)
+            self_sims = tf.gather(sims, segment_ids, axis=1, batch_dims=1)
+            correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
+            # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
+            grad_emb = tf.matmul(logits_grad, protos) + correction[:, tf.newaxis] * tf.gather(protos, segment_ids)
+            grad_protos = tf.matmul(logits_grad, emb, transpose_a=True) + tf.math.unsorted_segment_sum(
+                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(protos)[0])
+            return grad_emb, grad_protos
 
         return loss, grad
 
