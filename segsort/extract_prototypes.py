@@ -127,15 +127,23 @@ def load_prototypes(prototype_dir, embedding_dim=None):
     return features.astype(np.float32), labels.astype(np.int32)
 
 
-def extract_from_flags(cfg):
-    """Runs the extraction of the flags; returns (features, labels, written paths)."""
-    for name in ('data_list', 'save_dir'):
+def check_list_flags(cfg, required):
+    """Errors naming the flag for the list / window flags of the prototype and inference programs.
+
+    Returns:
+      (input_size, strides) parsed.
+    """
+    for name in required:
         if not getattr(cfg, name):
             raise ValueError(f'--{name} is required')
     if not os.path.isfile(cfg.data_list):
         raise FileNotFoundError(f'--data_list: list file not found: {cfg.data_list}')
-    input_size = parse_int_list(cfg.input_size, 'input_size', 2)
-    strides = parse_int_list(cfg.strides, 'strides', 2)
+    return parse_int_list(cfg.input_size, 'input_size', 2), parse_int_list(cfg.strides, 'strides', 2)
+
+
+def extract_from_flags(cfg):
+    """Runs the extraction of the flags; returns (features, labels, written paths)."""
+    input_size, strides = check_list_flags(cfg, ('data_list', 'save_dir'))
     image_paths, label_paths = read_labeled_image_list(cfg.data_dir, cfg.data_list)
     model = load_embedding_model(cfg, input_size)  # kept alive: as_predict_fn holds it weakly
     predict_fn = as_predict_fn(model)

@@ -13,8 +13,6 @@ cluster takes the majority label of its k nearest training prototypes. Images la
 rejected with an error (the original centre-cropped and then mis-sliced them, Q-S8).
 Writes `<save_dir>/gray/<name>.png` and `<save_dir>/color/<name>.png`; benchmark with `common.eval.benchmark`.
 """
-import os
-
 import numpy as np
 import tensorflow as tf
 from absl import flags
@@ -25,10 +23,9 @@ from common.data.lists import read_labeled_image_list
 from common.infer.multiscale import multiscale_predict
 from common.infer.outputs import load_image, prediction_basename, save_prediction
 from common.infer.sliding_window import as_predict_fn, pad_to_window
-from common.models.factory import parse_int_list
 from common.ops.resize import resize_bilinear_legacy
 from segsort import clustering, eval_utils
-from segsort.extract_prototypes import load_prototypes
+from segsort.extract_prototypes import check_list_flags, load_prototypes
 from segsort.model import define_embedding_flags, load_embedding_model
 
 FLAGS = flags.FLAGS
@@ -151,13 +148,7 @@ def predict_msc(image, predict_fn, classifier, input_size, strides, num_classes,
 
 def predict_list(cfg, msc):
     """Predicts every image of the list and writes gray/ and color/ PNGs; returns the written paths."""
-    for name in ('data_list', 'save_dir', 'prototype_dir'):
-        if not getattr(cfg, name):
-            raise ValueError(f'--{name} is required')
-    if not os.path.isfile(cfg.data_list):
-        raise FileNotFoundError(f'--data_list: list file not found: {cfg.data_list}')
-    input_size = parse_int_list(cfg.input_size, 'input_size', 2)
-    strides = parse_int_list(cfg.strides, 'strides', 2)
+    input_size, strides = check_list_flags(cfg, ('data_list', 'save_dir', 'prototype_dir'))
     features, labels = load_prototypes(cfg.prototype_dir, cfg.embedding_dim)
     classifier = KnnClassifier(features, labels, cfg.k_in_nearest_neighbors, cfg.num_clusters,
                                cfg.kmeans_iterations)
