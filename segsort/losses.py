@@ -126,7 +126,9 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
             # Recompute S rather than keep it alive between the passes.
             sims = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
-            logits_grad = sims * tf.gather(table, prototype_class, axis=1)
+            # table[:, class_j] for every prototype j as one small matmul (faster than a gather along axis 1).
+            logits_grad = sims * tf.matmul(table, tf.one_hot(prototype_class, num_classes, dtype=table.dtype),
+                                           transpose_b=True)
             self_sims = tf.gather(sims, segment_ids, axis=1, batch_dims=1)
             correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
