@@ -117,6 +117,32 @@ def write_report(out, data_dir, result, result_dir, checkpoint):
     save_png(os.path.join(out, 'report.png'), np.concatenate(rows, axis=0), 'RGB')
 
 
+def pipeline_commands(data_dir, snapshot):
+    """The three program runs of the quick start: [(['module', flags...], log file name)] for training,
+    prototype extraction and inference, in order."""
+    voc, lists = f'{data_dir}/VOCdevkit/', f'{data_dir}/dataset/voc12'
+    crop, canvas = FLAGS.crop_size, FLAGS.canvas_size
+    checkpoint = os.path.join(snapshot, f'model.ckpt-{FLAGS.num_steps}')
+    prototypes = os.path.join(snapshot, 'results', 'train')
+    embedding = ['--embedding_dim=32', '--num_clusters=5', '--kmeans_iterations=10']
+    train = ['segsort.train', f'--snapshot_dir={snapshot}', f'--data_dir={voc}', f'--data_list={lists}/train+.txt',
+             f'--batch_size={FLAGS.batch_size}', f'--input_size={crop},{crop}',
+             f'--learning_rate={FLAGS.learning_rate}', f'--num_steps={FLAGS.num_steps + 1}',
+             f'--save_pred_every={FLAGS.num_steps}', '--update_tb_every=50', '--iter_size=1', '--weight_decay=5e-4',
+             '--concentration=10', '--num_banks=2', f'--random_seed={FLAGS.seed}', '--random_mirror',
+             '--random_scale', '--random_crop', '--is_training', '--noprogress', '--deterministic']
+    extract = ['segsort.extract_prototypes', f'--data_dir={voc}', f'--data_list={lists}/train.txt',
+               f'--input_size={crop},{crop}', f'--strides={crop * 2 // 3},{crop * 2 // 3}',
+               f'--restore_from={checkpoint}', f'--save_dir={prototypes}', '--noprogress']
+    infer = ['segsort.inference', f'--data_dir={voc}', f'--data_list={lists}/val.txt',
+             f'--input_size={canvas},{canvas}', f'--restore_from={checkpoint}',
+             f'--prototype_dir={prototypes}/prototypes', '--k_in_nearest_neighbors=15',
+             f'--save_dir={os.path.join(snapshot, "results", "val")}', '--colormap=voc', '--noprogress']
+    return [(train + embedding + _model_flags(), 'train.log'),
+            (extract + embedding + _model_flags(), 'extract_prototypes.log'),
+            (infer + embedding + _model_flags(), 'inference.log')]
+
+
 def main(argv):
     del argv
     from common.eval.benchmark import evaluate_dirs
@@ -126,31 +152,14 @@ def main(argv):
     os.makedirs(logs, exist_ok=True)
     print(f'[1/5] synthetic VOC data in {out}/data', flush=True)
     data_dir = generate_data(out)
-    voc, lists = f'{data_dir}/VOCdevkit/', f'{data_dir}/dataset/voc12'
     snapshot = os.path.join(out, 'snapshots', 'segsort')
-    crop, canvas = FLAGS.crop_size, FLAGS.canvas_size
-    print('[2/5] training supervised SegSort', flush=True)
-    _run(['segsort.train', f'--snapshot_dir={snapshot}', f'--data_dir={voc}', f'--data_list={lists}/train+.txt',
-          f'--batch_size={FLAGS.batch_size}', f'--input_size={crop},{crop}', f'--learning_rate={FLAGS.learning_rate}',
-          f'--num_steps={FLAGS.num_steps + 1}', f'--save_pred_every={FLAGS.num_steps}', '--update_tb_every=50',
-          '--iter_size=1', '--weight_decay=5e-4', '--embedding_dim=32', '--concentration=10', '--num_clusters=5',
-          '--kmeans_iterations=10', '--num_banks=2', f'--random_seed={FLAGS.seed}', '--random_mirror',
-          '--random_scale', '--random_crop', '--is_training', '--noprogress', '--deterministic'] + _model_flags(),
-         os.path.join(logs, 'train.log'))
+    steps = pipeline_commands(data_dir, snapshot)
+    titles = ('[2/5] training supervised SegSort', '[3/5] training prototypes', '[4/5] single-scale kNN inference')
+    for title, (args, log_name) in zip(titles, steps):
+        print(title, flush=True)
+        _run(args, os.path.join(logs, log_name))
     checkpoint = os.path.join(snapshot, f'model.ckpt-{FLAGS.num_steps}')
-    print('[3/5] training prototypes', flush=True)
-    prototypes = os.path.join(snapshot, 'results', 'train')
-    _run(['segsort.extract_prototypes', f'--data_dir={voc}', f'--data_list={lists}/train.txt',
-          f'--input_size={crop},{crop}', f'--strides={crop * 2 // 3},{crop * 2 // 3}', f'--restore_from={checkpoint}',
-          f'--save_dir={prototypes}', '--embedding_dim=32', '--num_clusters=5', '--kmeans_iterations=10',
-          '--noprogress'] + _model_flags(), os.path.join(logs, 'extract_prototypes.log'))
-    print('[4/5] single-scale kNN inference', flush=True)
     result_dir = os.path.join(snapshot, 'results', 'val')
-    _run(['segsort.inference', f'--data_dir={voc}', f'--data_list={lists}/val.txt',
-          f'--input_size={canvas},{canvas}', f'--restore_from={checkpoint}',
-          f'--prototype_dir={prototypes}/prototypes', '--k_in_nearest_neighbors=15', '--embedding_dim=32',
-          '--num_clusters=5', '--kmeans_iterations=10', f'--save_dir={result_dir}', '--colormap=voc',
-          '--noprogress'] + _model_flags(), os.path.join(logs, 'inference.log'))
     print('[5/5] benchmark and report', flush=True)
     result = evaluate_dirs(os.path.join(result_dir, 'gray'), f'{data_dir}/VOCdevkit/VOC2012/segcls', num_classes=21)
     write_report(out, data_dir, result, result_dir, checkpoint)
