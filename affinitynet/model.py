@@ -171,15 +171,6 @@ def build_affinity_net(arch='resnet38', width_multiplier=1.0, widths=None, radiu
                        name=f'{arch}_aff')
 
 
-def normalize(images_uint8, arch):
-    """The originals' input normalisation of uint8 RGB [..., 3]: ImageNet mean/std (ResNet-38) or BGR mean
-    subtraction (VGG-16)."""
-    x = np.asarray(images_uint8, np.float32)
-    if arch == 'vgg16':
-        return x[..., ::-1] - np.asarray(vgg16.VGG16_BGR_MEAN, np.float32)
-    return (x / 255. - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
-
-
 def read_weights(path):
     """State dict {PyTorch key: array} of a weight file: PyTorch `.pth`, MXNet `.params` (ResNet-38 ImageNet),
     Caffe `.caffemodel` (VGG-16 ImageNet) or the `.npz` this project writes (`save_weights`)."""

@@ -67,6 +67,8 @@ def stencil_weights_from_sparse(aff, size, radius=5):
     rf = radius - 1
     rows, cols = pairs.from_region(radius, size)
     directions = pairs.search_directions(radius)
+    if rows <= 0 or cols <= 0:  # no pairs: only the unit diagonal
+        return tf.concat([tf.ones([height, width, 1]), tf.zeros([height, width, 2 * len(directions)])], -1)
     aff = tf.reshape(tf.convert_to_tensor(aff, tf.float32), [len(directions), rows, cols])
     grid = tf.pad(aff, [[0, 0], [0, height - rows], [rf, width - rf - cols]])  # [D, h, w]: as "from" pixel
     padded = tf.pad(grid, [[0, 0], [rf, rf], [rf, rf]])
@@ -155,7 +157,7 @@ def random_walk(aff_dense, cam_keys, cam_values, alpha, beta, logt, impl='dense'
             weights = stencil_weights_from_dense(aff_dense, grid, radius)
         else:
             rows, cols = pairs.from_region(radius, grid)
-            expected = len(pairs.search_directions(radius)) * rows * cols
+            expected = len(pairs.search_directions(radius)) * max(rows, 0) * max(cols, 0)
             if int(np.prod(aff_shape)) != expected:
                 raise ValueError(f'sparse affinity of a {grid[0]}x{grid[1]} feature grid (radius {radius}) must '
                                  f'have {expected} values, got shape {aff_shape}')
