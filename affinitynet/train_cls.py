@@ -34,7 +34,7 @@ def main(argv, flag_values=FLAGS):
     arch = model_lib.arch_of(f.network)
     names = runtime.image_ids(f.train_list, '--train_list')
     keras.utils.set_random_seed(f.seed)
-    net = model_lib.build_classifier(arch, f.width_multiplier)
+    net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):
@@ -43,7 +43,8 @@ def main(argv, flag_values=FLAGS):
 
     def dataset_fn(input_context):
         return build_psa_cls_dataset(f.train_list, f.voc12_root, f.cls_labels, f.batch_size, f.crop_size, arch,
-                                     seed=f.seed, input_context=input_context, repeat=True)
+                                     seed=f.seed, input_context=input_context, repeat=True,
+                                     num_parallel_calls=1)  # PIL's ImageEnhance crashed in parallel threads
 
     run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH)
 
