@@ -117,7 +117,14 @@ def main():
             scale = np.abs(ref).max()
             err_d = np.abs(dense_out['lowres'] - ref).max() / scale
             err_s = np.abs(sparse_out['lowres'] - ref).max() / scale
-            equal = bool(np.array_equal(dense_out['label'], sparse_out['label']))
+            # labels may differ only at near-ties: pixels whose top-2 gap in the float64 reference is below the
+            # float32 error of the dense walk
+            import tensorflow as tf
+            up = tf.image.resize(ref[None], [side * 8, side * 8], method='bilinear').numpy()[0]
+            top2 = np.sort(up, -1)[..., -2:]
+            tie = (top2[..., 1] - top2[..., 0]) < 2 * np.abs(dense_out['lowres'] - ref).max()
+            differ = dense_out['label'] != sparse_out['label']
+            equal = f'{bool(not differ.any())} ({int(differ.sum())} differ, {int((differ & ~tie).sum())} not near-ties)'
             time_ratio = dense['time'] / sparse['time']
             mem_ratio = dense['memory_mb'] / max(sparse['memory_mb'], 1e-9)
             print(f'| {side}x{side} | {dense["time"] * 1e3:.0f} ms | {sparse["time"] * 1e3:.0f} ms '
