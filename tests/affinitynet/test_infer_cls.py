@@ -51,7 +51,8 @@ def test_kill_and_resume_equals_uninterrupted_run(cls_setup):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if len(os.listdir(resumed / 'pred')) >= 2 if (resumed / 'pred').is_dir() else False:
+        pred = resumed / 'pred'
+        if pred.is_dir() and sum(p.endswith('.png') and not p.startswith('.') for p in os.listdir(pred)) >= 1:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
