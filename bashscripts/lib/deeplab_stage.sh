@@ -19,8 +19,7 @@ deeplab_on_pseudo_labels() {
   local py=${PYTHON:-python3}
   local steps=${DEEPLAB_NUM_STEPS:-20000}
   local gt_dir=${GT_DIR:-${voc12_root}/SegmentationClass/}
-  local data_dir
-  data_dir=$(cd "${voc12_root}" && pwd)/
+  local data_dir=/  # list paths relative to the file-system root: images and pseudo labels may live anywhere
   mkdir -p "${out_dir}"
   # list files relative to --data-dir: <image> <pseudo label> for training, <image> <gt> for evaluation
   ${py} -m common.data.lists "${out_dir}/pseudo_train.txt" "${train_list}" "${voc12_root}" "${label_dir}" \

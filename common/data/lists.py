@@ -122,7 +122,7 @@ def write_pseudo_label_list(out_list, names, voc12_root, label_dir, data_dir='')
         path = os.path.abspath(path)
         if data_dir:
             root = os.path.abspath(data_dir)
-            if path.startswith(root + os.sep):
+            if path.startswith(root.rstrip(os.sep) + os.sep):
                 return os.path.relpath(path, root)
         return path
 
