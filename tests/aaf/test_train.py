@@ -267,3 +267,129 @@ def test_checkpoint_of_other_width_names_variable_and_shapes(voc_data, baseline_
     with pytest.raises(ValueError, match=r"variable '[^']+' has shape \[.*\] in the checkpoint but \[.*\] in the "
                                          r"model"):
         trainer.restore()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Whole training steps against the original scripts (golden cases aaf_train_baseline / _affinity / _aaf).
+
+GOLDEN_TRAIN_MODES = ('baseline', 'affinity', 'aaf')
+
+
+def golden_train_argv(case, data_dir, snapshot_dir, golden_root):
+    """The manifest's command line (scalars.flags with its path placeholders filled) plus the port's model flags."""
+    scalars = case['scalars']
+    paths = {'{data_dir}': data_dir, '{data_list}': os.path.join(data_dir, 'train.txt'),
+             '{restore_from}': str(golden_root / scalars['init_checkpoint']), '{snapshot_dir}': snapshot_dir}
+    argv = [f'--mode={scalars["mode"]}']
+    for name, value in scalars['flags']:
+        argv.append(f'--{name}' if value is None else f'--{name}={paths.get(str(value), value)}')
+    return argv + ['--backbone-filters=' + ','.join(map(str, scalars['filters'])),
+                   '--backbone-blocks=' + ','.join(map(str, scalars['num_blocks'])),
+                   f'--psp-channels={scalars["psp_channels"]}', f'--bn-decay={scalars["backbone_bn_decay"]}',
+                   '--deterministic', '--noprogress']
+
+
+def write_golden_train_data(inputs, case, data_dir):
+    """The case's image/label pair as files, and a list of scalars.list_lines identical entries."""
+    os.makedirs(os.path.join(data_dir, 'JPEGImages'))
+    os.makedirs(os.path.join(data_dir, 'SegmentationClassAug'))
+    with open(os.path.join(data_dir, 'JPEGImages', 'train_0.jpg'), 'wb') as f:
+        f.write(inputs['image_jpeg'].tobytes())
+    with open(os.path.join(data_dir, 'SegmentationClassAug', 'train_0.png'), 'wb') as f:
+        f.write(inputs['label_png'].tobytes())
+    with open(os.path.join(data_dir, 'train.txt'), 'w') as f:
+        f.write((case['scalars']['list_entry'] + '\n') * case['scalars']['list_lines'])
+
+
+def trainer_state(trainer):
+    """{TF1 name: value} of every variable the original's Saver writes: model, adversarial, '<var>/Momentum'."""
+    values = {original_name(v): np.array(v.numpy()) for v in trainer.model.variables + trainer.extra_variables}
+    for key, slot in trainer.optimizer.slots.items():
+        variable_name, slot_name = key.rsplit('/', 1)
+        assert slot_name == 'momentum', key
+        values[variable_name + '/Momentum'] = np.array(slot.numpy())
+    return values
+
+
+@pytest.fixture(scope='module', params=GOLDEN_TRAIN_MODES)
+def golden_train_run(request, tmp_path_factory):
+    import conftest
+    golden_dir, load_golden = conftest.GOLDEN_DIR, conftest.load_golden
+    from tensorflow.python.framework import config as tf_config
+    inputs, outputs, case = load_golden(f'aaf_train_{request.param}')
+    root = tmp_path_factory.mktemp(f'golden_train_{request.param}')
+    data_dir = str(root / 'data')
+    write_golden_train_data(inputs, case, data_dir)
+    saved_step = case['scalars']['saved_step']
+    recorder, state = Recorder(), {}
+
+    def snapshot_at_saved_step(step, metrics):
+        if step == saved_step:
+            state.update(trainer_state(trainer))
+
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    try:
+        trainer = aaf_train.build_trainer(
+            parse_train_flags(golden_train_argv(case, data_dir, str(root / 'snapshots'),
+                                                golden_dir / 'aaf_segsort')),
+            hooks=[recorder, snapshot_at_saved_step])
+        trainer.train()
+    finally:
+        if not was_deterministic:  # --deterministic is process-wide; later tests run as before
+            tf_config.disable_op_determinism()
+    return dict(case=case, outputs=outputs, recorder=recorder, state=state,
+                snapshot_dir=str(root / 'snapshots'), golden_root=golden_dir / 'aaf_segsort')
+
+
+def test_golden_train_losses_per_step(golden_train_run, assert_golden):
+    """The loss terms and learning rate of every step equal those the original script fetched."""
+    case, outputs, recorder = (golden_train_run[k] for k in ('case', 'outputs', 'recorder'))
+    tolerance = case['tolerance']
+    steps = np.array([m['step'] - 1 for m in recorder.metrics], np.int32)
+    assert_golden(steps, outputs['step'], tolerance['out_step'])
+    assert_golden(recorder.series('lr'), outputs['learning_rate'], tolerance['out_learning_rate'])
+    assert_golden(recorder.series('loss'), outputs['total_loss'], tolerance['out_total_loss'])
+    ported = {'seg_loss': 'seg_loss', 'l2_loss': 'l2_loss', 'aff_loss': 'aff_loss', 'aaf_loss': 'aaf_loss'}
+    compared = 0
+    for ours, theirs in ported.items():
+        if theirs in outputs:
+            assert_golden(recorder.series(ours), outputs[theirs], tolerance['out_' + theirs])
+            compared += 1
+    assert compared == {'baseline': 2, 'affinity': 3, 'aaf': 3}[case['scalars']['mode']], sorted(outputs)
+
+
+def test_golden_train_every_variable(golden_train_run):
+    """Every variable the original saved after step `saved_step` (weights, BN statistics, momentum slots, the
+    adversarial weights) matches the port's under the manifest's checkpoint rule."""
+    case, outputs, state = (golden_train_run[k] for k in ('case', 'outputs', 'state'))
+    scalars = case['scalars']
+    rule = scalars['checkpoint_tolerance']
+    want = tf.train.load_checkpoint(str(golden_train_run['golden_root'] / scalars['checkpoint']))
+    init = tf.train.load_checkpoint(str(golden_train_run['golden_root'] / scalars['init_checkpoint']))
+    init_names = set(init.get_variable_to_shape_map())
+    names = [str(n) for n in outputs['var_names']]
+    assert sorted(names) == sorted(state), (sorted(set(names) ^ set(state)))
+    for name, padded_shape in zip(names, outputs['var_shapes']):
+        expected = want.get_tensor(name)
+        assert list(expected.shape) == [d for d in padded_shape if d >= 0], name
+        got = state[name]
+        assert got.shape == expected.shape, name
+        start = init.get_tensor(name) if name in init_names else np.zeros_like(expected)
+        bound = (rule['rtol_update'] * np.abs(expected - start).max() + rule['rtol_value'] * np.abs(expected).max())
+        assert np.abs(got - expected).max() <= bound, (name, np.abs(got - expected).max(), bound)
+    if scalars['mode'] == 'aaf':
+        tolerance = case['tolerance']
+        np.testing.assert_allclose(state['edge_w'], outputs['final_edge_w'], rtol=0,
+                                   atol=tolerance['out_final_edge_w']['atol'])
+        np.testing.assert_allclose(state['nonedge_w'], outputs['final_nonedge_w'], rtol=0,
+                                   atol=tolerance['out_final_nonedge_w']['atol'])
+
+
+def test_golden_train_writes_checkpoint_of_saved_step(golden_train_run):
+    """The run's own checkpoint of `saved_step` holds what the test compared (the trainer state at that step)."""
+    from common.train.checkpoints import variable_key
+    saved_step = golden_train_run['case']['scalars']['saved_step']
+    reader = tf.train.load_checkpoint(os.path.join(golden_train_run['snapshot_dir'], f'model.ckpt-{saved_step}'))
+    for name, value in golden_train_run['state'].items():
+        if not name.endswith('/Momentum'):
+            np.testing.assert_array_equal(reader.get_tensor(variable_key(name)), value, err_msg=name)
