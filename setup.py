@@ -45,6 +45,7 @@ setup(
             "aaf-encode-cityscapes-testid=aaf.encode_cityscapes_testid:run",
             "aaf-quickstart=aaf.quickstart:run",
             "affinity-seg-synthetic=common.data.synthetic:run",
+            "affinity-seg-datasets=common.data.datasets:run",
             "affinity-seg-benchmark=common.eval.benchmark:run",
             "affinity-seg-export=common.infer.export:run",
         ],
