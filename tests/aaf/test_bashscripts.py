@@ -72,3 +72,49 @@ def test_gta5_synthetic_pipeline_steps(tmp_path):
     assert flag(train, '--num-classes') == '19'
     assert flag(infer, '--restore-from') == flag(train, '--snapshot-dir') + '/model.ckpt-300'
     assert flag(infer, '--backbone-filters') == flag(train, '--backbone-filters')
+
+
+@pytest.mark.slow
+def test_gta5_synthetic_pipeline_runs_its_python_steps(tmp_path):
+    """bashscripts/gta5/synthetic.sh for real with the training skipped (IS_TRAIN_1=0; a seeded untrained network's
+    checkpoint stands in): data, GTA5 list and trainId ground truth, inference with the Cityscapes colour map, and
+    a printed mIoU that equals one computed here from the written predictions and the GTA5 labelIds."""
+    import re
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from common.data.datasets import cityscapes_label_lut, read_label_indices
+    from common.models.factory import build_segmentation_model
+    from common.train.checkpoints import make_checkpoint
+
+    model_flags = '--backbone-filters 4,4,4,4 --backbone-blocks 1,1,1,1 --psp-channels 4 --bn-decay 0.99'
+    tf.keras.utils.set_random_seed(0)
+    model = build_segmentation_model('pspnet', 19, (48, 48), psp_channels=4, training=False,
+                                     backbone={'filters': (4, 4, 4, 4), 'num_blocks': (1, 1, 1, 1), 'bn_decay': 0.99})
+    snapshot = tmp_path / 'snap'
+    make_checkpoint(model.variables).write(str(snapshot / 'model.ckpt-5'))
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=REPO, SYNTHETIC_ROOT=str(tmp_path / 'data'),
+               SNAPSHOT_DIR=str(snapshot), NUM_STEPS='5', NUM_IMAGES='2', IMAGE_HEIGHT='48', IMAGE_WIDTH='96',
+               IS_TRAIN_1='0', INFERENCE_INPUT_SIZE='48,48', INFERENCE_STRIDES='48,48', EXTRA_MODEL_FLAGS=model_flags,
+               TF_CPP_MIN_LOG_LEVEL='2')
+    result = subprocess.run(['bash', 'bashscripts/gta5/synthetic.sh'], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gta5 = tmp_path / 'data' / 'gta5' / 'GTA5'
+    predictions = sorted((snapshot / 'results' / 'gta5' / 'gray').glob('*.png'))
+    assert [p.name for p in predictions] == ['00001.png', '00002.png']
+    confusion = np.zeros((19, 19), np.int64)
+    for path in predictions:
+        pred = np.array(Image.open(path)).astype(np.int64)
+        with Image.open(snapshot / 'results' / 'gta5' / 'color' / path.name) as colour:
+            assert colour.mode == 'RGB'
+        gt = cityscapes_label_lut()[read_label_indices(gta5 / 'labels' / path.name)].astype(np.int64)
+        keep = gt < 19
+        confusion += np.bincount(gt[keep] * 19 + pred[keep], minlength=19 * 19).reshape(19, 19)
+    iou = np.diag(confusion) / np.maximum(confusion.sum(0) + confusion.sum(1) - np.diag(confusion), 1)
+    printed = float(re.search(r'mean IOU: ([\d.]+)%', result.stdout).group(1))
+    assert printed == pytest.approx(100 * iou.mean(), abs=1e-3)
+    assert 'road' in result.stdout and 'bicycle' in result.stdout  # Cityscapes class names
