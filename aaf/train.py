@@ -11,9 +11,14 @@ originals' names and defaults; both `--batch-size` and `--batch_size` spellings 
 
 Differences from the originals, each behind a flag with the original as default where it could matter:
   * the multi-GPU affinity/AAF scripts of the original could not run (Q-A1); here every mode runs on any number of
-    replicas. `--loss_reduction tower_mean` reproduces the original multi-GPU weighting (Q-A16); the default
-    `global_mean` equals single-device training on the whole batch.
-  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7).
+    replicas. `--loss_reduction tower_mean` reproduces the original multi-GPU weighting (Q-A16) and
+    `--kernel_initializer msra_uniform` its multi-GPU initialisation (the `*_mgpu.sh` pipelines pass both); the
+    default `global_mean` divides every term, the affinity ones included, by counts summed over all replicas, which
+    equals single-device training on the whole batch.
+  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7); a `--restore_from` that leaves model
+    variables uninitialised is an error listing them unless `--allow_partial_restore`.
+  * a `--snapshot_dir` holding a checkpoint resumes from it (`--restore_from` ignored); one at `--num_steps` is a
+    finished run: a message, exit 0, nothing written. The original always restarted from `--restore_from`.
   * `--fused_loss` (default) uses the fused affinity op, whose empty edge/non-edge sets contribute 0 instead of the
     original's NaN (Q-A3); `--nofused_loss` runs the literal original formulation.
 
