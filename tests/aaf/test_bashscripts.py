@@ -23,6 +23,22 @@ def recorded_calls(script, tmp_path):
     return [line.rstrip('\x1f').split('\x1f') for line in log.read_text().splitlines() if line]
 
 
+def parse_program_flags(module, argv):
+    """The absl flags of `module` (aaf.train / aaf.inference(_msc)) parsed from a recorded command line."""
+    from absl import flags
+
+    from common.cli import normalize_flag_names
+    fv = flags.FlagValues()
+    if module == 'aaf.train':
+        from aaf.train import define_flags
+        define_flags(fv)
+    else:
+        from aaf.inference import define_flags
+        define_flags(module == 'aaf.inference_msc', fv)
+    fv(normalize_flag_names([module] + list(argv)))
+    return fv
+
+
 def flag(call, name):
     return call[call.index(name) + 1]
 
@@ -33,6 +49,9 @@ def test_training_flags_of_every_pipeline(script, tmp_path):
     assert len(trains) == (1 if 'cityscapes' in script else 2)
     multi_gpu = script.endswith('_mgpu.sh') or 'cityscapes' in script  # every original Cityscapes script is _mgpu
     for call in trains:
+        parsed = parse_program_flags('aaf.train', call[2:])  # every flag the script passes exists
+        assert (parsed.loss_reduction, parsed.kernel_initializer) == (flag(call, '--loss-reduction'),
+                                                                       flag(call, '--kernel-initializer'))
         assert flag(call, '--loss-reduction') == ('tower_mean' if multi_gpu else 'global_mean')
         assert flag(call, '--kernel-initializer') == ('msra_uniform' if multi_gpu else 'glorot_uniform')
         assert flag(call, '--num-gpu') == ('4' if multi_gpu else '1')
@@ -55,6 +74,7 @@ def test_gta5_evaluation_flags(tmp_path):
     assert flag(infer, '--data-list') == flag(prepare, '--out-dir') + '/dataset/gta5/train.txt'
     assert (flag(infer, '--input-size'), flag(infer, '--strides')) == ('720,720', '480,480')
     assert flag(infer, '--colormap') == 'cityscapes' and flag(infer, '--num-classes') == '19'
+    assert parse_program_flags('aaf.inference_msc', infer[2:]).scale_aug
     assert '--flip-aug' in infer and '--scale-aug' in infer
     assert flag(bench, '--pred-dir') == flag(infer, '--save-dir') + '/gray/'
     assert flag(bench, '--gt-dir') == gta5_root + '/trainIds/' and flag(bench, '--num-classes') == '19'
