@@ -61,6 +61,7 @@ setup(
             "psa-evaluate=affinitynet.evaluate:run",
             "psa-crf-labels=affinitynet.crf_labels:run",
             "affinity-seg-synthetic=common.data.synthetic:run",
+            "affinity-seg-datasets=common.data.datasets:run",
             "affinity-seg-benchmark=common.eval.benchmark:run",
             "affinity-seg-export=common.infer.export:run",
         ],

@@ -168,7 +168,7 @@ class AdaptiveAffinityWeights(keras.layers.Layer):
 
 
 def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld_margin=3.0, kld_lambda_1=1.0,
-                   kld_lambda_2=1.0, weights=None, fused=True, stats=None):
+                   kld_lambda_2=1.0, weights=None, fused=True, stats=None, as_ratios=False):
     """The affinity term of train_affinity.py (mode 'affinity') or train_aaf.py (mode 'aaf').
 
     'affinity': aff_loss = dec * (lambda1 * mean(edge) + lambda2 * mean(not_edge)), size 1, no weights.
@@ -184,8 +184,15 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
       weights: an `AdaptiveAffinityWeights` (required in 'aaf' mode).
       fused: True = fused op (empty sets -> 0); False = literal original (empty sets -> NaN).
       stats: optional dict, filled with per-size means and counts for logging (not loss terms).
+      as_ratios: return the term as the training engine's list of (numerator, denominator) pairs, one per size
+        and edge / non-edge set: (dec * lambda * mean * count, count). The engine then divides by counts summed
+        over replicas (`--loss-reduction global_mean`: the single-device loss of the global batch) or by the
+        replica's own counts weighted by its share of the batch (`tower_mean`, the original multi-GPU script).
+        The sums are mean * count because the fused op returns means; a NaN mean (literal form, empty set) stays
+        NaN.
     Returns:
-      dict with one loss term to add to the total: {'aff_loss': scalar} or {'aaf_loss': scalar}.
+      dict with one loss term to add to the total: {'aff_loss': scalar} or {'aaf_loss': scalar} (with
+      `as_ratios`, a list of pairs instead of the scalar).
     """
     if mode not in ('affinity', 'aaf'):
         raise ValueError(f"aaf_loss_terms: mode must be 'affinity' or 'aaf', got {mode!r}")
@@ -225,7 +232,16 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
                 not_edge_counts.append(tf.shape(not_edge_loss)[0])
             edge, not_edge = tf.stack(edges), tf.stack(not_edges)
             edge_count, not_edge_count = tf.stack(edge_counts), tf.stack(not_edge_counts)
-    total = dec * tf.reduce_sum(kld_lambda_1 * edge + kld_lambda_2 * not_edge)
+    name = 'aff_loss' if mode == 'affinity' else 'aaf_loss'
+    if as_ratios:
+        ratios = []
+        for index in range(len(sizes)):
+            for lam, means, counts in ((kld_lambda_1, edge, edge_count), (kld_lambda_2, not_edge, not_edge_count)):
+                count = tf.cast(counts[index], tf.float32)
+                ratios.append((dec * lam * means[index] * count, count))
+        total = ratios
+    else:
+        total = dec * tf.reduce_sum(kld_lambda_1 * edge + kld_lambda_2 * not_edge)
     if stats is not None:
         for index, size in enumerate(sizes):
             stats[f'edge_mean_s{size}'] = edge[index]
@@ -233,4 +249,4 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
             stats[f'edge_count_s{size}'] = edge_count[index]
             stats[f'not_edge_count_s{size}'] = not_edge_count[index]
         stats['dec'] = dec
-    return {'aff_loss' if mode == 'affinity' else 'aaf_loss': total}
+    return {name: total}

@@ -11,9 +11,14 @@ originals' names and defaults; both `--batch-size` and `--batch_size` spellings 
 
 Differences from the originals, each behind a flag with the original as default where it could matter:
   * the multi-GPU affinity/AAF scripts of the original could not run (Q-A1); here every mode runs on any number of
-    replicas. `--loss_reduction tower_mean` reproduces the original multi-GPU weighting (Q-A16); the default
-    `global_mean` equals single-device training on the whole batch.
-  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7).
+    replicas. `--loss_reduction tower_mean` reproduces the original multi-GPU weighting (Q-A16) and
+    `--kernel_initializer msra_uniform` its multi-GPU initialisation (the `*_mgpu.sh` pipelines pass both); the
+    default `global_mean` divides every term, the affinity ones included, by counts summed over all replicas, which
+    equals single-device training on the whole batch.
+  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7); a `--restore_from` that leaves model
+    variables uninitialised is an error listing them unless `--allow_partial_restore`.
+  * a `--snapshot_dir` holding a checkpoint resumes from it (`--restore_from` ignored); one at `--num_steps` is a
+    finished run: a message, exit 0, nothing written. The original always restarted from `--restore_from`.
   * `--fused_loss` (default) uses the fused affinity op, whose empty edge/non-edge sets contribute 0 instead of the
     original's NaN (Q-A3); `--nofused_loss` runs the literal original formulation.
 
@@ -75,6 +80,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer('update_tb_every', 20, 'TensorBoard summaries every N steps.', **fv)
     flags.DEFINE_string('snapshot_dir', '', 'Checkpoints, TensorBoard events and the run config.', **fv)
     flags.DEFINE_boolean('not_restore_classifier', False, 'Do not restore block5 (the PSP head and classifier).', **fv)
+    flags.DEFINE_boolean('allow_partial_restore', False, 'Let --restore-from leave model variables that the '
+                         'checkpoint lacks at their initial values (default: an error listing them; the original '
+                         'TF1 Saver failed on them too).', **fv)
     flags.DEFINE_integer('num_gpu', 1, 'Replicas (GPUs) of a MirroredStrategy; 1 = one device.', **fv)
     flags.DEFINE_enum('strategy', 'auto', ['auto', 'one_device', 'mirrored', 'multi_worker', 'tpu'],
                       'tf.distribute strategy; auto = one device or MirroredStrategy by --num_gpu.', **fv)
@@ -111,7 +119,8 @@ def segmentation_loss(logits, labels, num_classes):
 
 def make_loss_fn(mode, num_classes, num_steps, kld_margin=None, kld_lambda_1=None, kld_lambda_2=None,
                  weights=None, fused=True):
-    """The per-replica loss of `--mode`: {'seg_loss': (sum, count)} plus 'aff_loss' / 'aaf_loss'.
+    """The per-replica loss of `--mode`: {'seg_loss': (sum, count)} plus 'aff_loss' / 'aaf_loss' as a list of
+    (sum, count) ratios, so that `--loss-reduction` reduces every term the same way.
 
     Returns:
       loss_fn(model, batch, training, step) -> (terms, logits), the engine's contract.
@@ -126,7 +135,8 @@ def make_loss_fn(mode, num_classes, num_steps, kld_margin=None, kld_lambda_1=Non
         if mode != 'baseline':
             terms.update(aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode=mode,
                                         kld_margin=kld_margin, kld_lambda_1=kld_lambda_1,
-                                        kld_lambda_2=kld_lambda_2, weights=weights, fused=fused))
+                                        kld_lambda_2=kld_lambda_2, weights=weights, fused=fused,
+                                        as_ratios=True))
         return terms, logits
 
     return loss_fn
@@ -193,7 +203,8 @@ def build_trainer(cfg, hooks=()):
 
     loss_fn = make_loss_fn(cfg.mode, cfg.num_classes, cfg.num_steps, cfg.kld_margin, cfg.kld_lambda_1,
                            cfg.kld_lambda_2, weights=weights, fused=cfg.fused_loss)
-    config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN))
+    config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN),
+                                    strict_restore=not cfg.allow_partial_restore)
     return Trainer(model, loss_fn, dataset_fn, config, strategy=strategy, extra_variables=extra_variables,
                    variable_groups=aaf_variable_groups(extra_variables), hooks=hooks,
                    run_flags=cfg.flag_values_dict())

@@ -2,6 +2,8 @@
 
 Both maps are 256 x 3 uint8 tables indexed by label id, so `colormap[label]` colours a label map directly.
 """
+import os
+
 import numpy as np
 
 CITYSCAPES_TRAINID_COLORS = (
@@ -53,17 +55,20 @@ def get_colormap(name):
     """Colour map by name: 'voc' / 'cityscapes', or a path to an original `colormap*.mat` file.
 
     Args:
-      name: 'voc', 'cityscapes' (aliases 'colormapvoc', 'colormapcs', 'cs') or a `.mat` path.
+      name: 'voc', 'cityscapes' (aliases 'colormapvoc', 'colormapcs', 'cs') or a `.mat` path. The originals'
+        command-line values `misc/colormapvoc.mat` / `misc/colormapcs.mat` (any folder) name the built-in tables
+        when no such file exists, so their bash lines run unchanged.
     Returns:
       uint8 array [256, 3].
     """
     key = str(name).lower()
+    if key.endswith('.mat') and not os.path.isfile(name):
+        key = {'colormapvoc.mat': 'voc', 'colormapcs.mat': 'cityscapes'}.get(os.path.basename(key), key)
     if key in ('voc', 'colormapvoc', 'voc12', 'pascal'):
         return voc_colormap()
     if key in ('cityscapes', 'colormapcs', 'cs', 'gta5'):
         return cityscapes_colormap()
     if key.endswith('.mat'):
-        import os
         import scipy.io
         if not os.path.isfile(name):
             raise FileNotFoundError(f'--colormap: no such file: {name}')

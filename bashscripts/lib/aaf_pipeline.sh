@@ -10,7 +10,9 @@
 # Optional: NUM_GPU (1), TRAIN_LIST_2 / LR_2 (stage 2), RESTORE_FROM (ImageNet Slim checkpoint),
 #   UPDATE_TB_EVERY (50), WEIGHT_DECAY (5e-4), ITER_SIZE (1), KLD_MARGIN (3.0), KLD_LAMBDA_1/2 (1.0),
 #   STRING_REPLACE (benchmark path rewrite), EXTRA_TRAIN_FLAGS (e.g. a reduced backbone for synthetic runs),
-#   STAGE1_INFERENCE (single|msc, default single), STAGE2_INFERENCE (msc).
+#   STAGE1_INFERENCE (single|msc, default single), STAGE2_INFERENCE (msc),
+#   LOSS_REDUCTION (global_mean; the *_mgpu.sh scripts set tower_mean = the original train_mgpu.py weighting),
+#   KERNEL_INITIALIZER (glorot_uniform; the *_mgpu.sh scripts set msra_uniform as the original multi-GPU layers).
 set -e
 
 PYTHON=${PYTHON:-python3}
@@ -23,6 +25,8 @@ KLD_LAMBDA_1=${KLD_LAMBDA_1:-1.0}
 KLD_LAMBDA_2=${KLD_LAMBDA_2:-1.0}
 STAGE1_INFERENCE=${STAGE1_INFERENCE:-single}
 STAGE2_INFERENCE=${STAGE2_INFERENCE:-msc}
+LOSS_REDUCTION=${LOSS_REDUCTION:-global_mean}
+KERNEL_INITIALIZER=${KERNEL_INITIALIZER:-glorot_uniform}
 
 aaf_train() {  # $1 stage dir, $2 list, $3 lr, $4 restore-from, rest: extra flags
   local stage_dir=$1 list=$2 lr=$3 restore=$4
@@ -33,6 +37,7 @@ aaf_train() {  # $1 stage dir, $2 list, $3 lr, $4 restore-from, rest: extra flag
     --snapshot-dir "${stage_dir}" "${restore_flag[@]}" \
     --data-list "${list}" --data-dir "${DATA_DIR}" \
     --batch-size "${BATCH_SIZE}" --num-gpu "${NUM_GPU}" \
+    --loss-reduction "${LOSS_REDUCTION}" --kernel-initializer "${KERNEL_INITIALIZER}" \
     --save-pred-every "${NUM_STEPS}" --update-tb-every "${UPDATE_TB_EVERY}" \
     --input-size "${TRAIN_INPUT_SIZE}" --learning-rate "${lr}" \
     --weight-decay "${WEIGHT_DECAY}" --iter-size "${ITER_SIZE}" \

@@ -3,6 +3,9 @@
 # one stage), then the pipeline. The caller sets MODE and SNAPSHOT_DIR. The original's undefined ${TEST_SPLIT}
 # (Q-A10) is defined here (default val).
 NUM_GPU=${NUM_GPU:-4}
+# All original Cityscapes scripts are multi-GPU (train_mgpu.py): tower-weighted losses, MSRA-uniform new convolutions.
+LOSS_REDUCTION=${LOSS_REDUCTION:-tower_mean}
+KERNEL_INITIALIZER=${KERNEL_INITIALIZER:-msra_uniform}
 BATCH_SIZE=${BATCH_SIZE:-8}
 TRAIN_INPUT_SIZE=720,720
 NUM_STEPS=${NUM_STEPS:-90000}

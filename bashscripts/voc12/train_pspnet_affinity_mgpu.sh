@@ -6,6 +6,10 @@
 MODE=affinity
 NUM_GPU=4
 BATCH_SIZE=16
+# The original train_mgpu.py: each tower's mean loss weighted by its share of the batch, new convolutions
+# MSRA-uniform (LOSS_REDUCTION=global_mean gives the single-device loss of the whole batch instead).
+LOSS_REDUCTION=${LOSS_REDUCTION:-tower_mean}
+KERNEL_INITIALIZER=${KERNEL_INITIALIZER:-msra_uniform}
 TRAIN_INPUT_SIZE=480,480
 SNAPSHOT_DIR=${SNAPSHOT_DIR:-snapshots/voc12/pspnet_affinity/p480_bs16_lr1e-3_kld3e0_it30k}
 source "$(dirname "$0")/../lib/voc12.sh"

@@ -12,6 +12,20 @@ AAF/SegSort list lines are `<image> <label>` relative to a data root (passed as 
   labelIds read with `label_map=cityscapes_label_lut()`.
 * GTA5 (root = `GTA5/`): `images/<n>.png` + `labels/<n>.png` (palette PNGs whose indices are Cityscapes labelIds ->
   `label_decoder='palette', label_map=cityscapes_label_lut()`).
+
+`python -m common.data.datasets` (console script `affinity-seg-datasets`) writes the originals' list files from a
+download, converting labels where the originals expected converted ones::
+
+    python -m common.data.datasets --voc-root data/VOCdevkit --sbd-root data/benchmark_RELEASE \
+        --cityscapes-root data/Cityscapes --gta5-root data/GTA5 --out-dir .
+
+  VOC 2012 + SBD -> dataset/voc12/{train+,train,val}.txt (AAF/SegSort), voc12/{train_aug,train,val}.txt and
+  voc12/cls_labels.npy (PSA/A2GNN); SBD `dataset/cls/<id>.mat` -> `VOCdevkit/sbd/dataset/clsimg/<id>.png`, VOC
+  `SegmentationClass` -> `VOC2012/segcls` (grayscale) and `VOC2012/SegmentationClassAug` (palette) where missing.
+  Id sets as the originals': train = VOC ImageSets/Segmentation/train.txt, val = .../val.txt, train+ = train_aug =
+  VOC train, then SBD train and SBD val (file order) minus VOC train and VOC val.
+  Cityscapes -> dataset/cityscapes/{train,val}.txt (gtFine labelIds -> gtFineId trainIds where missing).
+  GTA5 -> dataset/gta5/train.txt, and GTA5/trainIds/<n>.png (labelIds -> trainIds) for the benchmark.
 """
 import glob
 import os
@@ -213,3 +227,193 @@ def build_gta5_list(gta5_root, out_list, names=None, label_dir='labels'):
     if not names:
         raise FileNotFoundError(f'no GTA5 image/label pairs under {gta5_root}')
     return write_image_list(out_list, [(f'images/{n}.png', f'{label_dir}/{n}.png') for n in names])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# List files of the originals from a download (`python -m common.data.datasets`)
+
+def voc_split_ids(voc_root, sbd_root=None):
+    """The originals' VOC id sets.
+
+    Args:
+      voc_root: the `VOCdevkit` folder (holding `VOC2012/ImageSets/Segmentation/{train,val}.txt`).
+      sbd_root: the SBD folder holding `dataset/{train,val}.txt` (`benchmark_RELEASE`); default
+        `<voc_root>/sbd` if that has them, else no SBD (train_aug = train).
+    Returns:
+      dict: 'train', 'val' (VOC ids in file order), 'sbd' (SBD ids that are in neither, file order: SBD train then
+      SBD val, duplicates dropped), 'train_aug' = train + sbd.
+    """
+    sets = os.path.join(voc_root, 'VOC2012', 'ImageSets', 'Segmentation')
+    for split in ('train', 'val'):
+        if not os.path.isfile(os.path.join(sets, split + '.txt')):
+            raise FileNotFoundError(f'--voc-root: {os.path.join(sets, split + ".txt")} not found (expected the '
+                                    f'VOCdevkit folder of the VOC 2012 download)')
+    train, val = (read_ids(os.path.join(sets, split + '.txt')) for split in ('train', 'val'))
+    if sbd_root is None and os.path.isfile(os.path.join(voc_root, 'sbd', 'dataset', 'train.txt')):
+        sbd_root = os.path.join(voc_root, 'sbd')
+    sbd_ids = []
+    if sbd_root is not None:
+        for split in ('train', 'val'):
+            path = os.path.join(sbd_root, 'dataset', split + '.txt')
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f'--sbd-root: {path} not found (expected the benchmark_RELEASE folder)')
+            with open(path) as f:
+                sbd_ids += [line.strip() for line in f if line.strip()]
+    taken, sbd = set(train) | set(val), []
+    for image_id in sbd_ids:
+        if image_id not in taken:
+            taken.add(image_id)
+            sbd.append(image_id)
+    return {'train': train, 'val': val, 'sbd': sbd, 'train_aug': train + sbd}
+
+
+def read_sbd_mat(path):
+    """Class ids uint8 [H, W] of an SBD `dataset/cls/<id>.mat` (struct GTcls, field Segmentation)."""
+    import scipy.io
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'SBD label not found: {path} (check --sbd-root)')
+    try:
+        gt = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)['GTcls']
+        return np.asarray(gt.Segmentation, np.uint8)
+    except (KeyError, AttributeError, ValueError) as error:
+        raise ValueError(f'{path} is not an SBD class label file (struct GTcls with field Segmentation): '
+                         f'{error}') from error
+
+
+def convert_sbd_labels(sbd_root, ids, out_dir):
+    """SBD `<sbd_root>/dataset/cls/<id>.mat` -> grayscale class-index PNGs `<out_dir>/<id>.png`; returns count."""
+    for image_id in _progress(ids, 'sbd'):
+        save_png(os.path.join(out_dir, image_id + '.png'),
+                 read_sbd_mat(os.path.join(sbd_root, 'dataset', 'cls', image_id + '.mat')), 'L')
+    return len(ids)
+
+
+def prepare_voc(voc_root, out_dir, sbd_root=None):
+    """Converts missing VOC / SBD labels and writes the AAF/SegSort and PSA/A2GNN VOC lists and cls_labels.npy.
+
+    Args:
+      voc_root: the `VOCdevkit` folder.
+      out_dir: where `dataset/voc12/` and `voc12/` go (the repository root, as in the originals).
+      sbd_root: the SBD `benchmark_RELEASE` folder (see `voc_split_ids`).
+    Returns:
+      dict name -> path of every file written.
+    """
+    from common.colormap import voc_colormap
+    from common.data.cls_labels import load_image_label_from_xml, save_cls_labels
+    ids = voc_split_ids(voc_root, sbd_root)
+    if sbd_root is None and os.path.isdir(os.path.join(voc_root, 'sbd')):
+        sbd_root = os.path.join(voc_root, 'sbd')
+    voc = os.path.join(voc_root, 'VOC2012')
+    segcls, aug = os.path.join(voc, 'segcls'), os.path.join(voc, 'SegmentationClassAug')
+    clsimg = os.path.join(voc_root, 'sbd', 'dataset', 'clsimg')
+
+    def missing(folder, id_list):
+        return [i for i in id_list if not os.path.isfile(os.path.join(folder, i + '.png'))]
+
+    voc_ids = ids['train'] + ids['val']
+    todo = missing(segcls, voc_ids)
+    if todo:
+        convert_palette_labels(os.path.join(voc, 'SegmentationClass'), segcls, todo)
+    todo = missing(clsimg, ids['sbd'])
+    if todo:
+        if sbd_root is None:
+            raise FileNotFoundError(f'{len(todo)} SBD labels missing in {clsimg} and no --sbd-root to convert them')
+        convert_sbd_labels(sbd_root, todo, clsimg)
+    palette = voc_colormap()
+    for folder, id_list in ((segcls, voc_ids), (clsimg, ids['sbd'])):
+        for image_id in missing(aug, id_list):
+            save_png(os.path.join(aug, image_id + '.png'),
+                     read_label_indices(os.path.join(folder, image_id + '.png')), 'P', palette)
+
+    sbd = set(ids['sbd'])
+
+    def aaf_row(image_id):
+        folder = 'sbd/dataset/clsimg' if image_id in sbd else 'VOC2012/segcls'
+        return f'VOC2012/JPEGImages/{image_id}.jpg', f'{folder}/{image_id}.png'
+
+    written = {}
+    for name, split in (('train+', 'train_aug'), ('train', 'train'), ('val', 'val')):
+        path = os.path.join(out_dir, 'dataset', 'voc12', name + '.txt')
+        write_image_list(path, [aaf_row(i) for i in ids[split]])
+        written['aaf/' + name] = path
+    for split in ('train_aug', 'train', 'val'):
+        path = os.path.join(out_dir, 'voc12', split + '.txt')
+        write_image_list(path, [(f'/JPEGImages/{i}.jpg', f'/SegmentationClassAug/{i}.png') for i in ids[split]])
+        written['psa/' + split] = path
+    # make_cls_labels.py: train_aug ids, then val ids, labels from the XML annotations.
+    labels = {i: load_image_label_from_xml(i, voc) for i in _progress(ids['train_aug'] + ids['val'], 'cls_labels')}
+    written['cls_labels'] = os.path.join(out_dir, 'voc12', 'cls_labels.npy')
+    save_cls_labels(labels, written['cls_labels'])
+    return written
+
+
+def prepare_cityscapes(cityscapes_root, out_dir):
+    """Converts missing gtFineId labels (train, val) and writes dataset/cityscapes/{train,val}.txt."""
+    written = {}
+    for split in ('train', 'val'):
+        names = _cityscapes_names(cityscapes_root, split)
+        if any(not os.path.isfile(os.path.join(cityscapes_root, 'gtFineId', split, n + '_gtFineId_labelIds.png'))
+               for n in names):
+            convert_cityscapes_labels(cityscapes_root, split)
+        path = os.path.join(out_dir, 'dataset', 'cityscapes', split + '.txt')
+        build_cityscapes_list(cityscapes_root, split, path)
+        written['cityscapes/' + split] = path
+    return written
+
+
+GTA5_TRAINID_DIR = 'trainIds'
+
+
+def prepare_gta5(gta5_root, out_dir):
+    """Writes dataset/gta5/train.txt (every image with a label; the training pipeline reads the palette labelIds
+    with the 'gta5' settings) and, where missing, `<gta5_root>/trainIds/<n>.png`: the labels as grayscale
+    Cityscapes trainIds (0..18, 255), the ground truth `--gt-dir` of the mIoU benchmark."""
+    path = os.path.join(out_dir, 'dataset', 'gta5', 'train.txt')
+    build_gta5_list(gta5_root, path)
+    names = [os.path.basename(line.split(' ')[1])[:-len('.png')] for line in open(path).read().splitlines()]
+    train_ids = os.path.join(gta5_root, GTA5_TRAINID_DIR)
+    todo = [n for n in names if not os.path.isfile(os.path.join(train_ids, n + '.png'))]
+    if todo:
+        convert_palette_labels(os.path.join(gta5_root, 'labels'), train_ids, todo, label_map='cityscapes')
+    return {'gta5/train': path, 'gta5/trainIds': train_ids}
+
+
+def _define_flags(flag_values):
+    from absl import flags
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string('voc_root', None, 'VOCdevkit folder of the VOC 2012 download (holding VOC2012/).', **fv)
+    flags.DEFINE_string('sbd_root', None, 'SBD benchmark_RELEASE folder (dataset/{train,val}.txt, dataset/cls/*.mat); '
+                        'default VOCdevkit/sbd if present.', **fv)
+    flags.DEFINE_string('cityscapes_root', None, 'Cityscapes folder (leftImg8bit/, gtFine/).', **fv)
+    flags.DEFINE_string('gta5_root', None, 'GTA5 folder (images/, labels/).', **fv)
+    flags.DEFINE_string('out_dir', '.', 'Where dataset/voc12, dataset/cityscapes, dataset/gta5 and voc12/ go.', **fv)
+
+
+def main(argv, flag_values=None):
+    """Writes the list files of every data set given; prints what it wrote."""
+    from absl import flags
+    del argv
+    cfg = flag_values if flag_values is not None else flags.FLAGS
+    if not (cfg.voc_root or cfg.cityscapes_root or cfg.gta5_root):
+        raise ValueError('give at least one of --voc-root, --cityscapes-root, --gta5-root')
+    written = {}
+    if cfg.voc_root:
+        written.update(prepare_voc(cfg.voc_root, cfg.out_dir, cfg.sbd_root))
+    if cfg.cityscapes_root:
+        written.update(prepare_cityscapes(cfg.cityscapes_root, cfg.out_dir))
+    if cfg.gta5_root:
+        written.update(prepare_gta5(cfg.gta5_root, cfg.out_dir))
+    for name, path in written.items():
+        print(f'{name}: {path}')
+
+
+def run():
+    """Console script `affinity-seg-datasets`."""
+    from absl import flags
+    from common.cli import run_app
+    _define_flags(flags.FLAGS)
+    run_app(main)
+
+
+if __name__ == '__main__':
+    run()

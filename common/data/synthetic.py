@@ -13,6 +13,8 @@ Layouts written under `out_dir` (`layout='voc'`):
   VOCdevkit/VOC2012/SegmentationClass/<id>.png      palette PNG (VOC colour map), same indices (VOC-seg ids)
   VOCdevkit/VOC2012/SegmentationObject/<id>.png     palette PNG, instance ids 1..K, 255 ring (VOC-seg ids)
   VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   palette PNG for every id (SBD ids without the void ring)
+  VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt   VOC id files (VOC-seg ids)
+  VOCdevkit/sbd/dataset/{train,val}.txt             SBD id files (SBD-only ids, plus some VOC ids, as the real ones)
   VOCdevkit/VOC2012/hed/<id>.png                    8-bit over-segmentation ids 1..K (superpixel-like cells cut by
                                                      object borders)
   VOCdevkit/sbd/dataset/clsimg/<id>.png             8-bit grayscale class ids of the SBD-only ids (no void ring)
@@ -501,6 +503,17 @@ def _generate_voc(out_dir, num_images, seed, height, width, void_width, jpeg_qua
     train_aug = ids(train_idx) + ids(sbd_idx)
     aaf_lists = os.path.join(out_dir, 'dataset', 'voc12')
     psa_lists = os.path.join(out_dir, 'voc12')
+    # The download's id files, for `python -m common.data.datasets`: VOC ImageSets, and SBD train/val lists that
+    # (like the real ones) also hold VOC ids and, here, one duplicate; the list writer must drop those.
+    sets = os.path.join(voc, 'ImageSets', 'Segmentation')
+    write_image_list(os.path.join(sets, 'train.txt'), ids(train_idx))
+    write_image_list(os.path.join(sets, 'val.txt'), ids(val_idx))
+    sbd_ids_ordered = ids(sbd_idx)
+    half = len(sbd_ids_ordered) // 2
+    sbd_lists = os.path.join(voc_root, 'sbd', 'dataset')
+    write_image_list(os.path.join(sbd_lists, 'train.txt'), sbd_ids_ordered[:half] + ids(train_idx)[:1])
+    write_image_list(os.path.join(sbd_lists, 'val.txt'),
+                     ids(val_idx)[:1] + sbd_ids_ordered[half:] + sbd_ids_ordered[:1])
     write_image_list(os.path.join(aaf_lists, 'train+.txt'), [aaf_row(i) for i in train_aug])
     write_image_list(os.path.join(aaf_lists, 'train.txt'), [aaf_row(i) for i in ids(train_idx)])
     write_image_list(os.path.join(aaf_lists, 'val.txt'), [aaf_row(i) for i in ids(val_idx)])
@@ -654,8 +667,8 @@ def _generate_cityscapes(out_dir, num_images, seed, height, width, progress):
         stats.add(sample['train_ids'], len(np.unique(sample['instance_ids'][sample['instance_ids'] >= 1000])),
                   sample['train_ids'].shape)
     lists = os.path.join(out_dir, 'dataset', 'cityscapes')
-    for split in ('train', 'val'):
-        write_image_list(os.path.join(lists, split + '.txt'), rows[split])
+    for split in ('train', 'val'):  # sorted like a listing of the real folders
+        write_image_list(os.path.join(lists, split + '.txt'), sorted(rows[split]))
     summary = stats.summary(CITYSCAPES_CLASS_NAMES)
     summary.update({'layout': 'cityscapes', 'out_dir': out_dir, 'data_dir': root + os.sep,
                     'splits': {k: len(v) for k, v in rows.items()},

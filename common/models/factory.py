@@ -38,7 +38,7 @@ def check_input_size(model_name, input_size, flag='input_size'):
 
 
 def build_segmentation_model(model_name, num_classes, input_size, backbone=None, psp_channels=512, training=False,
-                             use_global_status=None, synchronized=False):
+                             use_global_status=None, synchronized=False, kernel_initializer='glorot_uniform'):
     """Builds 'pspnet', 'deeplab' or 'fcn' on ResNet-v1.
 
     Args:
@@ -51,13 +51,15 @@ def build_segmentation_model(model_name, num_classes, input_size, backbone=None,
       use_global_status: BN uses moving statistics with frozen beta/gamma; default `not training`, as the
         originals' inference graphs.
       synchronized: cross-replica BN moments (multi-replica training).
+      kernel_initializer: 'glorot_uniform' (the single-GPU originals' tf.get_variable default) or 'msra_uniform'
+        (the originals' multi-GPU layers) for convolutions a checkpoint does not restore.
     Returns:
       keras.Model images [N, H, W, 3] -> logits [N, H/8, W/8, num_classes].
     """
     if use_global_status is None:
         use_global_status = not training
     common = dict(backbone=backbone, use_global_status=use_global_status, is_training=training,
-                  synchronized=synchronized)
+                  synchronized=synchronized, kernel_initializer=kernel_initializer)
     if model_name == 'pspnet':
         from common.models.pspnet import build_pspnet
         return build_pspnet(num_classes, list(input_size), psp_channels=psp_channels, **common)
@@ -86,6 +88,9 @@ def define_model_flags(flag_values=None):
     flags.DEFINE_float('bn_decay', 0.9997, 'Moving-average decay of the backbone batch norm (0.9997 as the '
                        'original, whose statistics start from ImageNet; use e.g. 0.99 to train from scratch in a '
                        'few hundred steps).', flag_values=fv)
+    flags.DEFINE_enum('kernel_initializer', 'glorot_uniform', ['glorot_uniform', 'msra_uniform'],
+                      'Initialiser of convolution kernels not restored from a checkpoint: glorot_uniform as the '
+                      'single-GPU originals, msra_uniform as their multi-GPU (_mgpu) layers.', flag_values=fv)
 
 
 def backbone_from_flags(flag_values):
@@ -100,4 +105,6 @@ def model_from_flags(flag_values, num_classes, input_size, **kwargs):
     check_input_size(flag_values.model, input_size)
     return build_segmentation_model(flag_values.model, num_classes, input_size,
                                     backbone=backbone_from_flags(flag_values),
-                                    psp_channels=flag_values.psp_channels, **kwargs)
+                                    psp_channels=flag_values.psp_channels,
+                                    kernel_initializer=getattr(flag_values, 'kernel_initializer', 'glorot_uniform'),
+                                    **kwargs)

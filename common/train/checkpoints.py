@@ -94,6 +94,52 @@ def excluded(name, exclude_scopes):
     return any(scope and scope in name for scope in exclude_scopes)
 
 
+class RestoreError(ValueError):
+    """A `--restore-from` checkpoint that does not fit the model; the message lists every offending variable."""
+
+
+def _listing(lines, limit=40):
+    shown = ''.join(f'\n  {line}' for line in lines[:limit])
+    return shown + (f'\n  ... and {len(lines) - limit} more' if len(lines) > limit else '')
+
+
+def check_shapes(path, model_shapes, checkpoint_shapes, flag='--restore-from'):
+    """Raises `RestoreError` listing EVERY variable whose checkpoint shape differs from the model's.
+
+    Args:
+      path: the checkpoint (for the message).
+      model_shapes: {name: shape} of the variables to restore.
+      checkpoint_shapes: {name: shape} of the same names in the checkpoint (names absent there are skipped).
+    """
+    mismatched = [f'variable {name!r} has shape {list(checkpoint_shapes[name])} in the checkpoint but '
+                  f'{list(shape)} in the model' for name, shape in model_shapes.items()
+                  if name in checkpoint_shapes and list(checkpoint_shapes[name]) != list(shape)]
+    if mismatched:
+        raise RestoreError(f'{flag} {path}: the checkpoint is of another architecture; {len(mismatched)} '
+                           f'variable(s) differ in shape:' + _listing(mismatched))
+
+
+def check_all_restored(path, missing, flag='--restore-from', allow_flag='--allow-partial-restore'):
+    """Raises `RestoreError` listing the model variables a restore left at their initial values.
+
+    Args:
+      path: the checkpoint (for the message).
+      missing: original names of model variables absent from the checkpoint (and not excluded).
+    """
+    if missing:
+        raise RestoreError(f'{flag} {path}: {len(missing)} model variable(s) are not in the checkpoint and would '
+                           f'stay uninitialised (exclude them with --not-restore-classifier if they are the '
+                           f'classifier, or pass {allow_flag} to start them from their initialisers on purpose):'
+                           + _listing(sorted(missing)))
+
+
+def checkpoint_step(path):
+    """The `step` counter (completed steps) stored in an engine checkpoint, or None if it has none."""
+    reader = tf.train.load_checkpoint(path)
+    key = 'step' + _VALUE_SUFFIX
+    return int(reader.get_tensor(key)) if reader.has_tensor(key) else None
+
+
 def restore_variables(variables, ckpt_path, exclude_scopes=(), model=None):
     """Restores variables by original name from a checkpoint (stage 1 / stage 2 initialisation).
 
@@ -106,26 +152,29 @@ def restore_variables(variables, ckpt_path, exclude_scopes=(), model=None):
     Returns:
       (restored, missing, unexpected): lists of original names restored, names absent from the checkpoint, and
       checkpoint variable names nobody asked for (`expect_partial`).
+    Raises:
+      RestoreError (a ValueError): shapes differ (another architecture); lists every such variable, nothing is
+        assigned.
     """
     path = resolve_checkpoint(ckpt_path)
+    wanted = {name: var for name, var in named_variables(variables).items() if not excluded(name, exclude_scopes)}
     if not is_object_checkpoint(path):
         if model is None:
             raise ValueError(f'--restore-from: {path} is a TF1/Slim checkpoint; pass the model to restore it')
+        check_shapes(path, {name: var.shape for name, var in wanted.items()},
+                     tf.train.load_checkpoint(path).get_variable_to_shape_map())
         return load_slim_checkpoint(model, path, exclude_scopes=tuple(exclude_scopes))
     reader = tf.train.load_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
+    check_shapes(path, {name: var.shape for name, var in wanted.items()},
+                 {name: shapes[variable_key(name)] for name in wanted if variable_key(name) in shapes})
     restored, missing, asked = [], [], set()
-    for name, var in named_variables(variables).items():
-        if excluded(name, exclude_scopes):
-            continue
+    for name, var in wanted.items():
         key = variable_key(name)
         asked.add(key)
         if key not in shapes:
             missing.append(name)
             continue
-        if list(shapes[key]) != list(var.shape):
-            raise ValueError(f'--restore-from {path}: variable {name!r} has shape {shapes[key]} in the checkpoint '
-                             f'but {list(var.shape)} in the model')
         var.assign(reader.get_tensor(key))
         restored.append(name)
     unexpected = [k[len('variables/'):-len(_VALUE_SUFFIX)] for k in shapes

@@ -18,7 +18,11 @@ CONTRACT -- what a method's CLI supplies
            `loss_reduction='global_mean'` (default) the engine divides by the denominator summed over ALL replicas,
            which equals the single-device loss on the global batch exactly; with 'tower_mean' it is
            numerator/denominator weighted by local_batch/global_batch, i.e. the originals' multi-GPU
-           image-weighted mean of per-tower means (aaf_segsort.md 4.5, Q-A16).
+           image-weighted mean of per-tower means (aaf_segsort.md 4.5, Q-A16); or
+         - a LIST of pairs `[(numerator_1, denominator_1), ...]`: the sum of the ratios, each reduced as a pair
+           (AAF: one (weighted edge sum, edge count) ratio per size and edge / non-edge set). A ratio whose
+           denominator is 0 over all replicas (tower_mean: on the replica) contributes 0 (NaN stays NaN), where a
+           plain pair would give 0/0 = NaN.
        Terms are cast to float32 (mixed precision). Do NOT add L2: the engine adds
        `l2_loss = weight_decay * sum(kernel^2)/2` over trainable variables whose original name contains
        `config.l2_name_filter` ('weights'), once per global step (`config.l2_loss=False` to disable, e.g. with the
@@ -123,6 +127,8 @@ class TrainConfig:
       snapshot_dir: checkpoints, config and events ('' = save nothing).
       restore_from: checkpoint prefix/dir for initialisation ('' = none; the original always restored, Q-A7).
       exclude_scopes: original-name substrings not restored (`--not-restore-classifier` -> ('block5',)).
+      strict_restore: `restore_from` must initialise every model variable not excluded (else a
+        `checkpoints.RestoreError` lists the missing ones); False = restore what is there, log the rest.
       loss_reduction: 'global_mean' | 'tower_mean' (see module docstring, Q-A16).
       max_to_keep: checkpoints kept.
       optimizer: 'tf1_momentum' | 'torch_sgd' | 'torch_adam' when no optimizer object is passed.
@@ -147,6 +153,7 @@ class TrainConfig:
     snapshot_dir: str = ''
     restore_from: str = ''
     exclude_scopes: Tuple[str, ...] = ()
+    strict_restore: bool = False
     loss_reduction: str = 'global_mean'
     max_to_keep: int = 10
     optimizer: str = 'tf1_momentum'
@@ -214,6 +221,12 @@ def _accepts_step(fn):
 def _batch_size(batch):
     first = tf.nest.flatten(batch)[0]
     return tf.cast(tf.shape(first)[0], tf.float32)
+
+
+def _is_ratio_list(term):
+    """A term given as a list of (numerator, denominator) pairs, e.g. [(edge_sum, edge_count), ...]."""
+    return (isinstance(term, list) and bool(term)
+            and all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in term))
 
 
 def _image_and_label(batch):
@@ -310,18 +323,30 @@ class Trainer:
         if latest:
             # Full restore: every object of the run must be found (no expect_partial).
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            _log.info('resumed from %s at step %d', latest, int(self.step.numpy()))
+            ignored = f'; --restore-from {c.restore_from} is ignored' if c.restore_from else ''
+            _log.warning('resuming from %s at step %d of %d (%s already holds a checkpoint%s)', latest,
+                         int(self.step.numpy()), c.num_steps, c.snapshot_dir, ignored)
             return 'resumed'
         if c.restore_from:
             restored, missing, unexpected = ckpt_lib.restore_variables(
                 self.model_variables, c.restore_from, c.exclude_scopes, model=self.model)
             if not restored:
                 raise ValueError(f'--restore-from {c.restore_from}: no model variable found in the checkpoint')
+            if c.strict_restore:
+                ckpt_lib.check_all_restored(c.restore_from, missing)
+            elif missing:
+                _log.warning('--restore-from %s: %d model variables not in the checkpoint keep their initial '
+                             'values: %s', c.restore_from, len(missing), ', '.join(sorted(missing)[:20]))
             _log.info('restored %d variables from %s (%d missing, %d unused in the checkpoint)',
                       len(restored), c.restore_from, len(missing), len(unexpected))
             self.restore_report = (restored, missing, unexpected)
             return 'restored'
         return 'fresh'
+
+    def completed_steps(self):
+        """Steps done by the latest checkpoint in `snapshot_dir` (None without one), read without restoring."""
+        latest = self.manager.latest_checkpoint if self.manager else None
+        return ckpt_lib.checkpoint_step(latest) if latest else None
 
     def _make_iterator(self):
         skip = int(self.data_position.numpy())
@@ -352,13 +377,12 @@ class Trainer:
         global_n = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_n)
         terms = {}
         for name, term in raw_terms.items():
-            if isinstance(term, (tuple, list)):
-                numerator, denominator = (tf.cast(t, tf.float32) for t in term)
-                if self.config.loss_reduction == 'global_mean':
-                    total_denominator = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(denominator))
-                    terms[name] = numerator / total_denominator
-                else:
-                    terms[name] = numerator / denominator * (local_n / global_n)
+            if _is_ratio_list(term):
+                terms[name] = tf.add_n([self._reduce_ratio(ctx, numerator, denominator, local_n, global_n,
+                                                           empty_is_zero=True)
+                                        for numerator, denominator in term])
+            elif isinstance(term, (tuple, list)):
+                terms[name] = self._reduce_ratio(ctx, term[0], term[1], local_n, global_n)
             else:
                 terms[name] = tf.cast(term, tf.float32) * (local_n / global_n)
         if self.config.l2_loss and self.config.weight_decay:
@@ -366,6 +390,24 @@ class Trainer:
                                        self.config.l2_name_filter) / ctx.num_replicas_in_sync
         total = tf.add_n(list(terms.values()))
         return terms, total, logits
+
+    def _reduce_ratio(self, ctx, numerator, denominator, local_n, global_n, empty_is_zero=False):
+        """One replica's share of numerator/denominator under `config.loss_reduction` (see the module docstring).
+
+        empty_is_zero: a ratio whose (global or tower) denominator is 0 contributes numerator * 0 -- 0, or NaN if
+          the numerator is NaN -- instead of 0/0 = NaN, with finite gradients.
+        """
+        numerator, denominator = tf.cast(numerator, tf.float32), tf.cast(denominator, tf.float32)
+        if self.config.loss_reduction == 'global_mean':
+            divisor = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(denominator))
+            weight = 1.0
+        else:
+            divisor, weight = denominator, local_n / global_n
+        if not empty_is_zero:
+            return numerator / divisor * weight
+        nonempty = divisor > 0
+        safe_divisor = tf.where(nonempty, divisor, tf.ones_like(divisor))
+        return tf.where(nonempty, numerator / safe_divisor * weight, numerator * 0.0)
 
     def _gradients(self, batch, step):
         with tf.GradientTape() as tape:
@@ -478,11 +520,20 @@ class Trainer:
     def train(self):
         """Restores/resumes, then runs the remaining steps.
 
+        A `snapshot_dir` whose latest checkpoint is at or past `num_steps` is a finished run: nothing is trained
+        or written (not even the config) and the result is {'step': completed steps, 'complete': True}.
+
         Returns:
           dict: 'step' (steps completed), 'loss' (mean total over the last step's iterations), 'lr', and the last
           value of every loss term.
         """
         c = self.config
+        done = self.completed_steps()
+        if done is not None and done >= c.num_steps:
+            _log.warning('training is complete: %s already holds the checkpoint of step %d (--num-steps %d); '
+                         'nothing to do', self.manager.latest_checkpoint, done - 1, c.num_steps)
+            self.restore_status = 'complete'
+            return {'step': done, 'complete': True}
         if c.snapshot_dir:
             ckpt_lib.save_config(c.snapshot_dir, self.run_flags)
         self.restore_status = self.restore()

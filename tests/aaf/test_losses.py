@@ -64,17 +64,21 @@ def test_adaptive_affinity_loss_matches_golden(golden, assert_golden):
     assert_golden(grads[2], outs['grad_w_not_edge_raw'], tol['out_grad_w_not_edge_raw'])
 
 
-def test_fused_wrappers_match_golden(golden):
+def test_fused_wrappers_match_golden(golden, assert_golden):
     ins, outs, case = golden('aaf_affinity_loss')
+    tol = case['tolerance']
     edge, not_edge, counts = losses.affinity_loss_fused(ins['labels'], ins['probs'], 4, 3.0)
-    np.testing.assert_allclose([edge, not_edge], [outs['edge_mean'], outs['not_edge_mean']], rtol=1e-4)
+    assert_golden(edge, outs['edge_mean'], tol['out_edge_mean'])
+    assert_golden(not_edge, outs['not_edge_mean'], tol['out_not_edge_mean'])
     assert [int(c) for c in counts] == [outs['edge_count'], outs['not_edge_count']]
 
     ins, outs, case = golden('aaf_adaptive_affinity_loss')
+    tol = case['tolerance']
     edge, not_edge, edge_count, not_edge_count = losses.adaptive_affinity_loss_fused(
         ins['labels'], ins['probs'], 4, 3.0, ins['w_edge_raw'], ins['w_not_edge_raw'])
-    np.testing.assert_allclose(edge, [outs[f'edge_mean_s{s}'] for s in SIZES], rtol=1e-4)
-    np.testing.assert_allclose(not_edge, [outs[f'not_edge_mean_s{s}'] for s in SIZES], rtol=1e-4)
+    for index, size in enumerate(SIZES):
+        assert_golden(edge[index], outs[f'edge_mean_s{size}'], tol[f'out_edge_mean_s{size}'])
+        assert_golden(not_edge[index], outs[f'not_edge_mean_s{size}'], tol[f'out_not_edge_mean_s{size}'])
     np.testing.assert_array_equal(edge_count, [outs[f'edge_count_s{s}'] for s in SIZES])
     np.testing.assert_array_equal(not_edge_count, [outs[f'not_edge_count_s{s}'] for s in SIZES])
 
@@ -100,9 +104,10 @@ def test_affinity_decay():
 
 
 @pytest.mark.parametrize('mode', ['affinity', 'aaf'])
-def test_loss_terms_fused_equals_literal_and_golden(golden, mode):
+def test_loss_terms_fused_equals_literal_and_golden(golden, assert_golden, mode):
     name = 'aaf_affinity_loss' if mode == 'affinity' else 'aaf_adaptive_affinity_loss'
     ins, outs, case = golden(name)
+    tol = case['tolerance']
     weights = None
     if mode == 'aaf':
         weights = losses.AdaptiveAffinityWeights(4)
@@ -120,21 +125,22 @@ def test_loss_terms_fused_equals_literal_and_golden(golden, mode):
         assert list(terms) == [key]
         sources = [logits] + ([weights.edge_w, weights.nonedge_w] if weights else [])
         results[fused] = (terms[key], tape.gradient(terms[key], sources), stats)
-    golden_loss = outs['loss'] if mode == 'affinity' else outs['aaf_loss']
+    loss_key = 'out_loss' if mode == 'affinity' else 'out_aaf_loss'
+    golden_loss = outs[loss_key[4:]]
     for fused in (True, False):
         loss, grads, stats = results[fused]
-        np.testing.assert_allclose(loss, golden_loss, rtol=1e-4)
-        np.testing.assert_allclose(grads[0], outs['grad_logits'], rtol=1e-3, atol=2e-6)
+        assert_golden(loss, golden_loss, tol[loss_key])
+        assert_golden(grads[0], outs['grad_logits'], tol['out_grad_logits'])
         if mode == 'aaf':
-            np.testing.assert_allclose(grads[1], outs['grad_w_edge_raw'], rtol=1e-3, atol=2e-6)
-            np.testing.assert_allclose(grads[2], outs['grad_w_not_edge_raw'], rtol=1e-3, atol=2e-6)
+            assert_golden(grads[1], outs['grad_w_edge_raw'], tol['out_grad_w_edge_raw'])
+            assert_golden(grads[2], outs['grad_w_not_edge_raw'], tol['out_grad_w_not_edge_raw'])
             assert int(stats['edge_count_s3']) == outs['edge_count_s3']
         else:
             assert int(stats['not_edge_count_s1']) == outs['not_edge_count']
     # The decay and the lambdas scale the term.
     scaled = losses.aaf_loss_terms(logits, ins['labels'], 4, step=5, num_steps=10, mode=mode, weights=weights,
                                    kld_lambda_1=2.0, kld_lambda_2=2.0)[key]
-    np.testing.assert_allclose(scaled, 2 * 10 ** -0.5 * golden_loss, rtol=1e-4)
+    assert_golden(scaled, 2 * 10 ** -0.5 * golden_loss, tol[loss_key])
 
 
 def test_loss_terms_bad_arguments():

@@ -97,3 +97,24 @@ def test_bn_decay_flag_reaches_the_backbone_but_not_the_head():
     decays = {layer.name: layer.decay for layer in model.layers if isinstance(layer, BatchNormTF1)}
     assert {d for name, d in decays.items() if '.block5.' not in name} == {0.9}
     assert {d for name, d in decays.items() if '.block5.' in name} == {0.99}
+
+
+@pytest.mark.parametrize('initializer', ['glorot_uniform', 'msra_uniform'])
+def test_kernel_initializer_flag(initializer):
+    """msra_uniform (the originals' multi-GPU layers) draws from U(+-sqrt(6/fan_in)), glorot from
+    U(+-sqrt(6/(fan_in+fan_out))); on a kernel with fan_in = fan_out the two bounds differ by sqrt(2)."""
+
+    def model_variable(model, name):
+        return next(v for v in model.variables if original_name(v) == name)
+
+    flag_values = parse_model_flags(['--backbone-filters=16,4,4,4', '--backbone-blocks=1,1,1,1', '--psp-channels=8',
+                                     f'--kernel-initializer={initializer}'])
+    model = factory.model_from_flags(flag_values, 3, (48, 48), training=True)
+    # block1's 3x3 conv: fan_in = fan_out, not atrous (atrous kernels stay glorot_uniform in both originals).
+    kernel = model_variable(model, 'resnet_v1_101/block1/unit_1/bottleneck_v1/conv2/weights').numpy()
+    receptive = int(np.prod(kernel.shape[:-2]))
+    fan_in, fan_out = receptive * kernel.shape[-2], receptive * kernel.shape[-1]
+    bounds = {'msra_uniform': np.sqrt(6.0 / fan_in), 'glorot_uniform': np.sqrt(6.0 / (fan_in + fan_out))}
+    bound, other = bounds[initializer], bounds[({*bounds} - {initializer}).pop()]
+    assert abs(bound - other) > 0.2 * bound and kernel.size > 500
+    assert 0.95 * bound < np.abs(kernel).max() <= bound

@@ -71,3 +71,25 @@ def test_save_config_formats(tmp_path):
     assert text == "| batch_size = 8\n| restore_from = \n| exclude_scopes = ('block5',)\n"
     assert json.loads((tmp_path / 'snap' / 'config.json').read_text())['exclude_scopes'] == ['block5']
     assert sorted(p.name for p in (tmp_path / 'snap').iterdir()) == ['config', 'config.json']  # no temp files left
+
+
+def test_shape_mismatches_are_all_listed_and_nothing_assigned(tmp_path):
+    path = ck.make_checkpoint(_vars(0)).save(str(tmp_path / 'model.ckpt'))
+    wrong = _vars(2, shapes=[(3, 3), (2, 3), (3, 3), (2, 3)])
+    before = [v.numpy() for v in wrong]
+    with pytest.raises(ck.RestoreError, match=r'another architecture; 2 variable\(s\) differ in shape') as err:
+        ck.restore_variables(wrong, path)
+    for name in (NAMES[0], NAMES[2]):
+        assert f"variable '{name}' has shape [2, 3] in the checkpoint but [3, 3] in the model" in str(err.value)
+    for v, b in zip(wrong, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_check_all_restored_lists_missing_and_checkpoint_step(tmp_path):
+    ck.check_all_restored('ckpt', [])
+    with pytest.raises(ck.RestoreError, match=r'ckpt: 2 model variable\(s\) are not in the checkpoint') as err:
+        ck.check_all_restored('ckpt', ['b/weights', 'a/weights'])
+    assert str(err.value).endswith('\n  a/weights\n  b/weights')
+    path = ck.make_checkpoint(_vars(0), step=tf.Variable(7, dtype=tf.int64)).save(str(tmp_path / 'with_step'))
+    assert ck.checkpoint_step(path) == 7
+    assert ck.checkpoint_step(ck.make_checkpoint(_vars(0)).save(str(tmp_path / 'without'))) is None

@@ -94,19 +94,17 @@ def test_iter_size_and_l2_vs_numpy(devices, accumulate):
     assert set(metrics) >= {'mse', 'l2_loss', 'loss'}
 
 
-def test_loss_reductions_global_and_tower_mean():
-    """Pair terms: 'global_mean' = sum/sum over all replicas; 'tower_mean' = image-weighted per-replica means."""
-    valid = np.ones((12, 1), np.float32)
-    valid[3] = 0.0  # global batch rows 0..3: replica 0 gets rows 0,1 (2 valid), replica 1 rows 2,3 (1 valid)
+# Rows 0..3 are the first global batch: replica 0 gets rows 0,1 (2 valid), replica 1 rows 2,3 (1 valid).
+_VALID = np.ones((12, 1), np.float32)
+_VALID[3] = 0.0
 
+
+def _seg_term_on_two_replicas(loss_fn):
+    """The 'seg' term of one step on 2 replicas x 2 of (X, Y, _VALID), per loss reduction; checks the update is
+    finite."""
     def dataset_fn(ctx):
         bs = ctx.get_per_replica_batch_size(4)
-        return tf.data.Dataset.from_tensor_slices((X, Y, valid)).repeat().batch(bs, drop_remainder=True)
-
-    def loss_fn(model, batch, training):
-        x, y, m = batch
-        err = tf.square(model(x, training=training) - y) * m
-        return {'seg': (tf.reduce_sum(err), tf.reduce_sum(m))}
+        return tf.data.Dataset.from_tensor_slices((X, Y, _VALID)).repeat().batch(bs, drop_remainder=True)
 
     results = {}
     for reduction in ('global_mean', 'tower_mean'):
@@ -114,12 +112,42 @@ def test_loss_reductions_global_and_tower_mean():
         model = _linear_model(strategy)
         cfg = _config(num_steps=1, weight_decay=0.0, loss_reduction=reduction)
         results[reduction] = Trainer(model, loss_fn, dataset_fn, cfg, strategy=strategy).train()['seg']
+        assert np.isfinite(model.layers[-1].kernel.numpy()).all()
     err = ((X[:4] @ W0 - Y[:4]) ** 2)[:, 0].astype(np.float64)
-    mask = valid[:4, 0].astype(np.float64)
+    return results, err, _VALID[:4, 0].astype(np.float64)
+
+
+def test_loss_reductions_global_and_tower_mean():
+    """Pair terms: 'global_mean' = sum/sum over all replicas; 'tower_mean' = image-weighted per-replica means."""
+    def loss_fn(model, batch, training):
+        x, y, m = batch
+        err = tf.square(model(x, training=training) - y) * m
+        return {'seg': (tf.reduce_sum(err), tf.reduce_sum(m))}
+
+    results, err, mask = _seg_term_on_two_replicas(loss_fn)
     assert results['global_mean'] == pytest.approx((err * mask).sum() / mask.sum(), rel=1e-5)
     tower = 0.5 * err[:2].mean() + 0.5 * err[2]  # fac = 2 images / 4 per tower (aaf_segsort.md 4.5)
     assert results['tower_mean'] == pytest.approx(tower, rel=1e-5)
     assert abs(results['global_mean'] - results['tower_mean']) > 1e-3
+
+
+def test_ratio_list_terms_reduce_each_ratio():
+    """A list of (numerator, denominator) pairs = sum of ratios, each reduced like a pair; a ratio whose
+    denominator is 0 everywhere adds 0 (not 0/0), one that is 0 on a replica only is still a global mean."""
+    def loss_fn(model, batch, training):
+        x, y, m = batch
+        err = tf.square(model(x, training=training) - y)
+        first_only = m * tf.constant([[1.0], [0.0]])  # row 0 of each replica
+        return {'seg': [(tf.reduce_sum(err * m), tf.reduce_sum(m)),
+                        (2.0 * tf.reduce_sum(err * first_only), tf.reduce_sum(first_only)),
+                        (tf.reduce_sum(err) * 0.0, tf.constant(0.0))]}
+
+    results, err, mask = _seg_term_on_two_replicas(loss_fn)
+    global_mean = (err * mask).sum() / mask.sum() + 2.0 * (err[0] + err[2]) / 2
+    tower_mean = 0.5 * (err[:2].mean() + 2.0 * err[0]) + 0.5 * (err[2] + 2.0 * err[2])
+    assert results['global_mean'] == pytest.approx(global_mean, rel=1e-5)
+    assert results['tower_mean'] == pytest.approx(tower_mean, rel=1e-5)
+    assert abs(global_mean - tower_mean) > 1e-3
 
 
 def test_multi_replica_step_equals_single_device_step():
