@@ -79,12 +79,14 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from common.data.aaf_reader import IMG_MEAN
+from common.io import check_writable_dir
 from common.models.naming import original_name
 from common.train import checkpoints as ckpt_lib
 from common.train import summaries
@@ -92,9 +94,14 @@ from common.train.optimizers import (GroupedOptimizer, aaf_variable_groups, make
                                      unwrap_variable)
 from common.train.regularizers import l2_loss
 from common.train.schedules import poly_lr
+from common.train.strategy import is_chief, worker_write_dir
 
 LOSS_REDUCTIONS = ('global_mean', 'tower_mean')
 _log = logging.getLogger(__name__)
+
+
+class CheckpointWriteError(OSError):
+    """Raised when writing a checkpoint fails (e.g. a full disk); the previous checkpoint stays the latest one."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -287,7 +294,11 @@ class Trainer:
             counters.update(loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps)
         self.checkpoint = ckpt_lib.make_checkpoint(self.model_variables + self.extra_variables, self.optimizer,
                                                    **counters)
-        self.manager = (ckpt_lib.make_manager(self.checkpoint, config.snapshot_dir, config.max_to_keep)
+        # Multi-worker: every worker saves (a save may run collective ops), only the chief into snapshot_dir; the
+        # others write to a private temporary folder deleted after each save, and resume from the chief's files.
+        self.is_chief = is_chief(self.strategy)
+        self._write_dir = worker_write_dir(config.snapshot_dir, self.strategy) if config.snapshot_dir else ''
+        self.manager = (ckpt_lib.make_manager(self.checkpoint, self._write_dir, config.max_to_keep)
                         if config.snapshot_dir else None)
         self._writer = None
         self._tf_vars = [unwrap_variable(v) for v in self.trainable_variables]
@@ -306,7 +317,7 @@ class Trainer:
           'resumed' | 'restored' | 'fresh'.
         """
         c = self.config
-        latest = self.manager.latest_checkpoint if self.manager else None
+        latest = self.latest_checkpoint()
         if latest:
             # Full restore: every object of the run must be found (no expect_partial).
             self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -448,11 +459,11 @@ class Trainer:
     def _check_finite(self, step, terms, total):
         for name, value in list(terms.items()) + [('total_loss', total)]:
             if not math.isfinite(value):
-                last = self.manager.latest_checkpoint if self.manager else None
+                last = self.latest_checkpoint()
                 raise NonFiniteLossError(step, name, value, last)
 
     def _summaries(self, step, lr, terms, total, logits, batch):
-        if not self.config.snapshot_dir:
+        if not self.config.snapshot_dir or not self.is_chief:
             return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.config.snapshot_dir)
@@ -469,11 +480,35 @@ class Trainer:
         summaries.write_images(self._writer, step, 'images', rows)
         self._writer.flush()
 
+    def latest_checkpoint(self):
+        """The newest checkpoint of `snapshot_dir` (the chief's, on every worker) or None."""
+        if not self.config.snapshot_dir:
+            return None
+        return tf.train.latest_checkpoint(self.config.snapshot_dir)
+
     def save(self, step):
-        """Writes `model.ckpt-<step>` (no-op without snapshot_dir). Returns the path or None."""
+        """Writes `model.ckpt-<step>` (no-op without snapshot_dir). Returns the path, or None on non-chief workers
+        (their copy goes to a temporary folder that is deleted at once)."""
         if self.manager is None:
             return None
-        return self.manager.save(checkpoint_number=step)
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as err:
+            # The `checkpoint` state file is rewritten (atomically) only after a complete write, so it still names
+            # the previous checkpoint; remove what the failed write left behind.
+            prefix = os.path.join(self._write_dir, f'{ckpt_lib.CHECKPOINT_NAME}-{step}')
+            for leftover in tf.io.gfile.glob(prefix + '.*') + tf.io.gfile.glob(prefix + '_temp*'):
+                try:
+                    (tf.io.gfile.rmtree if tf.io.gfile.isdir(leftover) else tf.io.gfile.remove)(leftover)
+                except (OSError, tf.errors.OpError):
+                    pass
+            raise CheckpointWriteError(
+                f'writing checkpoint {prefix} failed ({err}); the previous checkpoint '
+                f'{self.latest_checkpoint() or "(none)"} is intact and a restart resumes from it') from err
+        if self.is_chief:
+            return path
+        tf.io.gfile.rmtree(self._write_dir)
+        return None
 
     def train(self):
         """Restores/resumes, then runs the remaining steps.
@@ -483,8 +518,11 @@ class Trainer:
           value of every loss term.
         """
         c = self.config
-        if c.snapshot_dir:
+        if c.snapshot_dir and self.is_chief:
+            check_writable_dir(c.snapshot_dir, '--snapshot-dir')
             ckpt_lib.save_config(c.snapshot_dir, self.run_flags)
+        if self._write_dir and not self.is_chief and tf.io.gfile.exists(self._write_dir):
+            tf.io.gfile.rmtree(self._write_dir)  # left over by a worker killed while saving
         self.restore_status = self.restore()
         start = int(self.step.numpy())
         iterator = self._make_iterator()

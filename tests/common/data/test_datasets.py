@@ -88,3 +88,28 @@ def test_voc_and_gta5_lists(tmp_path):
                                              **{k: datasets.DATASETS['gta5'][k] for k in ('label_decoder', 'label_map',
                                                                                           'num_classes')})
     assert (label.numpy() == 13).all()  # car: labelId 26 -> trainId 13
+
+
+# ---- property-based: label decoders return the stored class indices exactly ----
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_LABELS = arrays(np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 9)),
+                 elements=st.one_of(st.integers(0, 20), st.just(255)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(label=_LABELS, palette_seed=st.integers(0, 2 ** 16))
+def test_label_decoders_property_return_stored_indices(tmp_path_factory, label, palette_seed):
+    from common.data.aaf_reader import decode_label
+    folder = tmp_path_factory.mktemp('labels')
+    gray, palette = folder / 'gray.png', folder / 'palette.png'
+    Image.fromarray(label, mode='L').save(gray)
+    image = Image.fromarray(label, mode='L').convert('P')  # indices = gray values
+    image.putpalette(np.random.default_rng(palette_seed).integers(0, 256, 768, dtype=np.uint8).tolist())
+    image.save(palette)
+    # The original's decode_png(channels=1) on a grayscale PNG, and raw palette indices whatever the colours.
+    np.testing.assert_array_equal(decode_label(tf.io.read_file(str(gray))).numpy()[..., 0], label)
+    np.testing.assert_array_equal(datasets.read_label_indices(str(gray)), label)
+    np.testing.assert_array_equal(datasets.read_label_indices(str(palette)), label)
+
