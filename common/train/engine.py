@@ -2,7 +2,10 @@
 
 CONTRACT -- what a method's CLI supplies
 ----------------------------------------
-1. A strategy: `strategy = make_strategy(num_gpus=FLAGS.num_gpu)` (common.train.strategy).
+1. A strategy: `strategy = strategy_from_flags(FLAGS.num_gpu, FLAGS.strategy)` (common.train.strategy), made
+   FIRST: `--strategy multi_worker` must configure the runtime before anything lists devices or builds a model.
+   Under it only the chief writes checkpoints, summaries and the config (`is_chief`); the other workers save to
+   `<snapshot_dir>/workertemp_<i>` (deleted after each save) and resume from the chief's checkpoints.
 2. A model (and any extra variables) CREATED INSIDE `strategy.scope()`. Every variable needs a unique original name
    (`common.models.naming.set_original_name`, or a Keras path / tf.Variable name): LR groups, the L2 rule and
    checkpoints select variables by it. Seed first (`keras.utils.set_random_seed(FLAGS.random_seed)`) for
@@ -56,7 +59,7 @@ original name minus `exclude_scopes` (Slim ImageNet checkpoints via `common.weig
 
 Usage (the AAF CLI, abridged)::
 
-    strategy = make_strategy(num_gpus=FLAGS.num_gpu)
+    strategy = strategy_from_flags(FLAGS.num_gpu, FLAGS.strategy)
     keras.utils.set_random_seed(FLAGS.random_seed)
     with strategy.scope():
         model = build_pspnet(FLAGS.num_classes, input_size, synchronized=True, ...)
