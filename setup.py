@@ -34,7 +34,7 @@ setup(
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "cityscapes": ["cityscapesscripts>=2.2"],
-        "test": ["pytest>=8.0", "cityscapesscripts>=2.2"],
+        "test": ["pytest>=8.0", "cityscapesscripts>=2.2", "hypothesis>=6.100"],
     },
     entry_points={
         "console_scripts": [

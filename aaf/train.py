@@ -37,7 +37,7 @@ from common.data.pipeline import build_segmentation_dataset
 from common.models.factory import define_model_flags, model_from_flags, parse_int_list
 from common.train.engine import TrainConfig, Trainer
 from common.train.optimizers import aaf_variable_groups
-from common.train.strategy import make_strategy
+from common.train.strategy import strategy_from_flags
 
 MODES = ('baseline', 'affinity', 'aaf')
 FLAGS = flags.FLAGS
@@ -170,14 +170,14 @@ def build_trainer(cfg, hooks=()):
     """
     check_flags(cfg)
     input_size = parse_int_list(cfg.input_size, 'input_size', 2)
+    # First thing that may touch the runtime: multi-worker collectives must be configured before it starts.
+    # Without GPUs (CPU runs, the synthetic pipelines) --num-gpu falls back to the one CPU device.
+    strategy = strategy_from_flags(cfg.num_gpu, cfg.strategy)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     if cfg.mixed_precision:
         import keras
         keras.mixed_precision.set_global_policy('mixed_float16')
-    # Without GPUs (CPU runs, the synthetic pipelines) --num-gpu falls back to the one CPU device.
-    has_gpus = bool(tf.config.list_logical_devices('GPU'))
-    strategy = make_strategy(num_gpus=cfg.num_gpu if has_gpus else None, strategy=cfg.strategy)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f'--batch-size {cfg.batch_size} is not divisible by the {strategy.num_replicas_in_sync} '
                          f'replicas')

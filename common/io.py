@@ -33,6 +33,34 @@ def atomic_write(path, write_fn, binary=True):
     return path
 
 
+def check_writable_dir(path, flag):
+    """Creates the output folder `path` if needed and checks that a file can be written in it.
+
+    Called before long work starts, so that a read-only, full or mistyped output location fails at once with a
+    message naming the flag and the folder (not hours later, deep inside TensorFlow). Remote paths (`gs://...`)
+    are left to TensorFlow's file system layer.
+
+    Args:
+      path: the folder.
+      flag: the flag that gave it, e.g. '--snapshot-dir' (used in the message).
+    Returns:
+      path.
+    Raises:
+      OSError (its subclass as raised by the OS, e.g. PermissionError) naming `flag` and `path`.
+    """
+    if not path or '://' in str(path):
+        return path
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix='.write_test_')
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise type(err)(err.errno, f'{flag} {path}: cannot write to the output folder '
+                                   f'({err.strerror or err})') from err
+    return path
+
+
 def atomic_write_bytes(path, data):
     """Writes bytes to `path` atomically."""
     return atomic_write(path, lambda handle: handle.write(data))

@@ -89,6 +89,26 @@ def _is_image(contents):
     return tf.reduce_any([tf.equal(tf.strings.substr(contents, 0, len(m)), m) for m in _IMAGE_MAGICS])
 
 
+# End markers of complete JPEG (EOI) and PNG (IEND chunk) files, looked for in the last _TAIL bytes: a file cut short
+# (an interrupted copy or download) keeps its valid header, and TensorFlow's decoder would then fail without naming
+# the file. Inside JPEG entropy-coded data 0xFF is always followed by 0x00 or a restart code, so FFD9 near the end
+# means the image is complete; the tail allows for padding some writers add after the end marker.
+_END_MARKERS = ((b'\xff\xd8\xff', b'\xff\xd9'), (b'\x89PNG', b'IEND'))
+_TAIL = 64
+
+
+def _is_complete(contents):
+    """False for a JPEG or PNG whose end marker is missing from its last bytes (other formats: True)."""
+    size = tf.strings.length(contents)
+    tail = tf.strings.substr(contents, tf.maximum(size - _TAIL, 0), _TAIL)
+    complete = tf.constant(True)
+    for magic, end in _END_MARKERS:
+        is_format = tf.equal(tf.strings.substr(contents, 0, len(magic)), magic)
+        has_end = tf.size(tf.strings.split(tail, sep=end)) > 1
+        complete = tf.logical_and(complete, tf.logical_or(tf.logical_not(is_format), has_end))
+    return complete
+
+
 def _hw_string(tensor):
     shape = tf.strings.as_string(tf.shape(tensor)[:2])
     return tf.strings.join([shape[0], 'x', shape[1]])
@@ -135,6 +155,9 @@ class _SampleDecoder:
         kinds = ['image', 'label', 'HED over-segmentation'][:len(paths)]
         magic_checks = [(_is_image(c), tf.strings.join([prefix, kind, ' file ', p, ' is not a readable image']))
                         for c, kind, p in zip(contents, kinds, paths)]
+        magic_checks += [(_is_complete(c), tf.strings.join([prefix, kind, ' file ', p, ' is truncated (its end '
+                                                            'marker is missing)']))
+                         for c, kind, p in zip(contents, kinds, paths)]
         decodable, _ = _first_failure(magic_checks)
         img = tf.cond(decodable, lambda: aaf_reader.decode_image(contents[0], self.img_mean),
                       lambda: tf.zeros([0, 0, 3], tf.float32))

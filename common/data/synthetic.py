@@ -52,7 +52,7 @@ from scipy.spatial import cKDTree
 from common.colormap import (CITYSCAPES_CLASS_NAMES, CITYSCAPES_TRAINID_COLORS, VOC_CLASS_NAMES, cityscapes_colormap,
                              voc_colormap)
 from common.data.datasets import CITYSCAPES_LABELID_TO_TRAINID, cityscapes_label_lut
-from common.io import atomic_write_bytes, save_png
+from common.io import atomic_write_bytes, save_png, check_writable_dir
 
 LAYOUTS = ('voc', 'cityscapes', 'gta5')
 IGNORE_LABEL = 255
@@ -769,8 +769,7 @@ def generate(layout, out_dir, num_images, seed=0, height=None, width=None, void_
     for flag, value in (('height', height), ('width', width)):
         if value is not None and int(value) < 16:
             raise ValueError(f'--{flag}: must be >= 16 pixels, got {value}')
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = check_writable_dir(os.path.abspath(out_dir), '--out')
     if layout == 'voc':
         return _generate_voc(out_dir, int(num_images), int(seed), height, width, void_width, jpeg_quality, progress)
     if layout == 'cityscapes':

@@ -1,7 +1,11 @@
 """SavedModel export of a segmentation model with the whole inference inside the graph.
 
 The `serving_default` signature takes a uint8 RGB image `image` [H, W, 3] of any size and returns
-`{'classes': int32 [H, W], 'probabilities': float32 [H, W, C]}`. Inside the graph: cast to float32, subtract the
+`{'classes': int32 [H, W], 'probabilities': float32 [H, W, C]}`; `serving_batch` takes `images` [N, H, W, 3] (one
+size per batch, as TF Serving's request batching delivers them) and returns `classes` [N, H, W] and `probabilities`
+[N, H, W, C], each image computed exactly as `serving_default` does. Both check their input first: a tensor of the
+wrong rank or channel count stops with a message that names the signature and the expected shape (a wrong dtype is
+refused by the signature itself: "expected to be a uint8 tensor"). Inside the graph: cast to float32, subtract the
 RGB mean, zero-pad bottom/right to at least the window, run the model on every window of `inference.py`'s
 tiling (same linspace end indices, same order), upsample each window's logits with the legacy bilinear resize,
 softmax, and accumulate. `classes` is the argmax of the faithful accumulator (initialised to `ignore_label`,
@@ -10,6 +14,8 @@ probabilities (no 255 offset). The exported model needs neither this project nor
 
     sig = tf.saved_model.load(out_dir).signatures['serving_default']
     out = sig(image=tf.constant(uint8_image))  # out['classes'], out['probabilities']
+    batch = tf.saved_model.load(out_dir).signatures['serving_batch']
+    out = batch(images=tf.constant(uint8_images))  # [N, H, W] and [N, H, W, C]
 
 CLI:
     python -m common.infer.export --model pspnet --checkpoint CKPT --out DIR --num-classes 21 \
@@ -93,13 +99,55 @@ def make_serving_fn(model, input_size, num_classes, strides=None, img_mean=IMG_M
     return serve
 
 
+def checked_input(tensor, rank, signature, argument):
+    """`tensor` after an in-graph check that it has `rank` dimensions and 3 channels; a clear error otherwise.
+
+    The signatures declare an unknown rank on purpose: with a declared [H, W, 3] a serving runtime feeds any shape
+    straight into the graph, and the rank would then be a constant to TensorFlow, so the check could not run.
+
+    Args:
+      tensor: the signature's input.
+      rank: 3 (one image) or 4 (a batch).
+      signature, argument: names used in the message.
+    Returns:
+      the tensor with its static shape set ([None, None, 3] or [None, None, None, 3]).
+    """
+    expected = '[H, W, 3]' if rank == 3 else '[N, H, W, 3]'
+    shape = tf.shape(tensor)
+    padded = tf.concat([shape, tf.fill([rank], -1)], axis=0)
+    ok = tf.logical_and(tf.equal(tf.size(shape), rank), tf.equal(padded[rank - 1], 3))
+    hint = ('; send a batch to the `serving_batch` signature' if rank == 3 else
+            '; send a single image to `serving_default`')
+    check = tf.debugging.Assert(ok, [f'{signature}: `{argument}` must be a uint8 RGB tensor {expected}{hint}; got '
+                                     f'shape', shape], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(tf.identity(tensor), [None] * (rank - 1) + [3])
+
+
+def make_batch_serving_fn(serve, num_classes):
+    """Batched serving: uint8 [N, H, W, 3] -> {'classes' [N, H, W], 'probabilities' [N, H, W, C]}.
+
+    Args:
+      serve: the single-image function of `make_serving_fn`; each image of the batch goes through it.
+      num_classes: C.
+    """
+    def serve_batch(images):
+        images = checked_input(images, 4, 'serving_batch', 'images')
+        return tf.map_fn(serve, images, fn_output_signature={
+            'classes': tf.TensorSpec([None, None], tf.int32),
+            'probabilities': tf.TensorSpec([None, None, num_classes], tf.float32)})
+
+    return serve_batch
+
+
 def _is_keras_model(obj):
     import keras
     return isinstance(obj, keras.Model)
 
 
 def export_saved_model(model, out_dir, input_size, num_classes, strides=None, img_mean=IMG_MEAN, ignore_label=255):
-    """Writes a SavedModel whose `serving_default` does the full sliding-window inference of one image.
+    """Writes a SavedModel whose `serving_default` does the full sliding-window inference of one image, and whose
+    `serving_batch` does it for each image of a batch [N, H, W, 3].
 
     Args:
       model: keras.Model images [N, in_h, in_w, 3] (mean-subtracted RGB float32) -> logits [N, in_h/8, in_w/8, C].
@@ -120,8 +168,13 @@ def export_saved_model(model, out_dir, input_size, num_classes, strides=None, im
                             ignore_label=ignore_label)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name='serving_default', fn=serve,
-                         input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name='image')])
+    def serve_default(image):
+        return serve(checked_input(image, 3, 'serving_default', 'image'))
+
+    archive.add_endpoint(name='serving_default', fn=serve_default,
+                         input_signature=[tf.TensorSpec(None, tf.uint8, name='image')])
+    archive.add_endpoint(name='serving_batch', fn=make_batch_serving_fn(serve, num_classes),
+                         input_signature=[tf.TensorSpec(None, tf.uint8, name='images')])
     tmp_dir = out_dir.rstrip('/') + '.tmp_export'
     if tf.io.gfile.exists(tmp_dir):
         tf.io.gfile.rmtree(tmp_dir)
@@ -171,9 +224,12 @@ def main(argv):
     cfg = flags.FLAGS
     from common.models.factory import model_from_flags, parse_int_list
     from common.train.checkpoints import resolve_checkpoint
+    from common.io import check_writable_dir
     input_size = parse_int_list(cfg.input_size, 'input_size', 2)
     strides = parse_int_list(cfg.strides, 'strides', 2) if cfg.strides else input_size
-    resolve_checkpoint(cfg.checkpoint, flag='--checkpoint')  # fail before the (slow) model build
+    # Fail before the (slow) model build: the export is written next to --out, then renamed into place.
+    check_writable_dir(os.path.dirname(os.path.abspath(cfg.out)), '--out')
+    resolve_checkpoint(cfg.checkpoint, flag='--checkpoint')
     model = model_from_flags(cfg, cfg.num_classes, input_size, training=False)
     restored = load_checkpoint(model, cfg.checkpoint)
     export_saved_model(model, cfg.out, input_size, cfg.num_classes, strides=strides, ignore_label=cfg.ignore_label)

@@ -14,10 +14,10 @@ from common.train.optimizers import (TF1Momentum, TorchAdam, TorchSGD, VariableG
                                      make_optimizer, poly_optimizer, psa_parameter_groups)
 from common.train.regularizers import l2_loss
 from common.train.schedules import affinity_decay, poly_lr
-from common.train.strategy import make_strategy
+from common.train.strategy import make_strategy, strategy_from_flags
 
 __all__ = [
     'NonFiniteLossError', 'TrainConfig', 'Trainer', 'train', 'TF1Momentum', 'TorchAdam', 'TorchSGD',
     'VariableGroup', 'aaf_variable_groups', 'make_optimizer', 'poly_optimizer', 'psa_parameter_groups', 'l2_loss',
-    'affinity_decay', 'poly_lr', 'make_strategy',
+    'affinity_decay', 'poly_lr', 'make_strategy', 'strategy_from_flags',
 ]

@@ -2,7 +2,10 @@
 
 CONTRACT -- what a method's CLI supplies
 ----------------------------------------
-1. A strategy: `strategy = make_strategy(num_gpus=FLAGS.num_gpu)` (common.train.strategy).
+1. A strategy: `strategy = strategy_from_flags(FLAGS.num_gpu, FLAGS.strategy)` (common.train.strategy), made
+   FIRST: `--strategy multi_worker` must configure the runtime before anything lists devices or builds a model.
+   Under it only the chief writes checkpoints, summaries and the config (`is_chief`); the other workers save to
+   `<snapshot_dir>/workertemp_<i>` (deleted after each save) and resume from the chief's checkpoints.
 2. A model (and any extra variables) CREATED INSIDE `strategy.scope()`. Every variable needs a unique original name
    (`common.models.naming.set_original_name`, or a Keras path / tf.Variable name): LR groups, the L2 rule and
    checkpoints select variables by it. Seed first (`keras.utils.set_random_seed(FLAGS.random_seed)`) for
@@ -60,7 +63,7 @@ original name minus `exclude_scopes` (Slim ImageNet checkpoints via `common.weig
 
 Usage (the AAF CLI, abridged)::
 
-    strategy = make_strategy(num_gpus=FLAGS.num_gpu)
+    strategy = strategy_from_flags(FLAGS.num_gpu, FLAGS.strategy)
     keras.utils.set_random_seed(FLAGS.random_seed)
     with strategy.scope():
         model = build_pspnet(FLAGS.num_classes, input_size, synchronized=True, ...)
@@ -83,12 +86,14 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from common.data.aaf_reader import IMG_MEAN
+from common.io import check_writable_dir
 from common.models.naming import original_name
 from common.train import checkpoints as ckpt_lib
 from common.train import summaries
@@ -96,9 +101,14 @@ from common.train.optimizers import (GroupedOptimizer, aaf_variable_groups, make
                                      unwrap_variable)
 from common.train.regularizers import l2_loss
 from common.train.schedules import poly_lr
+from common.train.strategy import is_chief, worker_write_dir
 
 LOSS_REDUCTIONS = ('global_mean', 'tower_mean')
 _log = logging.getLogger(__name__)
+
+
+class CheckpointWriteError(OSError):
+    """Raised when writing a checkpoint fails (e.g. a full disk); the previous checkpoint stays the latest one."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -300,7 +310,11 @@ class Trainer:
             counters.update(loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps)
         self.checkpoint = ckpt_lib.make_checkpoint(self.model_variables + self.extra_variables, self.optimizer,
                                                    **counters)
-        self.manager = (ckpt_lib.make_manager(self.checkpoint, config.snapshot_dir, config.max_to_keep)
+        # Multi-worker: every worker saves (a save may run collective ops), only the chief into snapshot_dir; the
+        # others write to a private temporary folder deleted after each save, and resume from the chief's files.
+        self.is_chief = is_chief(self.strategy)
+        self._write_dir = worker_write_dir(config.snapshot_dir, self.strategy) if config.snapshot_dir else ''
+        self.manager = (ckpt_lib.make_manager(self.checkpoint, self._write_dir, config.max_to_keep)
                         if config.snapshot_dir else None)
         self._writer = None
         self._tf_vars = [unwrap_variable(v) for v in self.trainable_variables]
@@ -319,7 +333,7 @@ class Trainer:
           'resumed' | 'restored' | 'fresh'.
         """
         c = self.config
-        latest = self.manager.latest_checkpoint if self.manager else None
+        latest = self.latest_checkpoint()
         if latest:
             # Full restore: every object of the run must be found (no expect_partial).
             self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -345,7 +359,7 @@ class Trainer:
 
     def completed_steps(self):
         """Steps done by the latest checkpoint in `snapshot_dir` (None without one), read without restoring."""
-        latest = self.manager.latest_checkpoint if self.manager else None
+        latest = self.latest_checkpoint()
         return ckpt_lib.checkpoint_step(latest) if latest else None
 
     def _make_iterator(self):
@@ -490,11 +504,11 @@ class Trainer:
     def _check_finite(self, step, terms, total):
         for name, value in list(terms.items()) + [('total_loss', total)]:
             if not math.isfinite(value):
-                last = self.manager.latest_checkpoint if self.manager else None
+                last = self.latest_checkpoint()
                 raise NonFiniteLossError(step, name, value, last)
 
     def _summaries(self, step, lr, terms, total, logits, batch):
-        if not self.config.snapshot_dir:
+        if not self.config.snapshot_dir or not self.is_chief:
             return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.config.snapshot_dir)
@@ -511,11 +525,35 @@ class Trainer:
         summaries.write_images(self._writer, step, 'images', rows)
         self._writer.flush()
 
+    def latest_checkpoint(self):
+        """The newest checkpoint of `snapshot_dir` (the chief's, on every worker) or None."""
+        if not self.config.snapshot_dir:
+            return None
+        return tf.train.latest_checkpoint(self.config.snapshot_dir)
+
     def save(self, step):
-        """Writes `model.ckpt-<step>` (no-op without snapshot_dir). Returns the path or None."""
+        """Writes `model.ckpt-<step>` (no-op without snapshot_dir). Returns the path, or None on non-chief workers
+        (their copy goes to a temporary folder that is deleted at once)."""
         if self.manager is None:
             return None
-        return self.manager.save(checkpoint_number=step)
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as err:
+            # The `checkpoint` state file is rewritten (atomically) only after a complete write, so it still names
+            # the previous checkpoint; remove what the failed write left behind.
+            prefix = os.path.join(self._write_dir, f'{ckpt_lib.CHECKPOINT_NAME}-{step}')
+            for leftover in tf.io.gfile.glob(prefix + '.*') + tf.io.gfile.glob(prefix + '_temp*'):
+                try:
+                    (tf.io.gfile.rmtree if tf.io.gfile.isdir(leftover) else tf.io.gfile.remove)(leftover)
+                except (OSError, tf.errors.OpError):
+                    pass
+            raise CheckpointWriteError(
+                f'writing checkpoint {prefix} failed ({err}); the previous checkpoint '
+                f'{self.latest_checkpoint() or "(none)"} is intact and a restart resumes from it') from err
+        if self.is_chief:
+            return path
+        tf.io.gfile.rmtree(self._write_dir)
+        return None
 
     def train(self):
         """Restores/resumes, then runs the remaining steps.
@@ -531,11 +569,14 @@ class Trainer:
         done = self.completed_steps()
         if done is not None and done >= c.num_steps:
             _log.warning('training is complete: %s already holds the checkpoint of step %d (--num-steps %d); '
-                         'nothing to do', self.manager.latest_checkpoint, done - 1, c.num_steps)
+                         'nothing to do', self.latest_checkpoint(), done - 1, c.num_steps)
             self.restore_status = 'complete'
             return {'step': done, 'complete': True}
-        if c.snapshot_dir:
+        if c.snapshot_dir and self.is_chief:
+            check_writable_dir(c.snapshot_dir, '--snapshot-dir')
             ckpt_lib.save_config(c.snapshot_dir, self.run_flags)
+        if self._write_dir and not self.is_chief and tf.io.gfile.exists(self._write_dir):
+            tf.io.gfile.rmtree(self._write_dir)  # left over by a worker killed while saving
         self.restore_status = self.restore()
         start = int(self.step.numpy())
         iterator = self._make_iterator()

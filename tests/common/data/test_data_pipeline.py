@@ -218,3 +218,21 @@ def test_skip_bad_samples_logs_and_drops(tmp_path, caplog):
     assert 'line 1: image file not found' in text
     assert 'line 3: label' in text and 'has size' in text
     assert 'line 4: label' in text and 'value 99' in text
+
+
+@pytest.mark.parametrize('which', ['image', 'label'])
+def test_truncated_file_with_valid_header_names_path(tmp_path, which):
+    """A JPEG / PNG cut in half keeps a valid header; TensorFlow's decoder would fail without naming the file."""
+    data_dir, data_list = _make_set(tmp_path, count=2)
+    path = tmp_path / ('VOC2012/JPEGImages/1.jpg' if which == 'image' else 'VOC2012/segcls/1.png')
+    content = path.read_bytes()
+    path.write_bytes(content[:len(content) // 2])
+    kind = 'image' if which == 'image' else 'label'
+    pattern = rf'line 2: {kind} file .*{path.name} is truncated'
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+        list(build_segmentation_dataset(data_dir, data_list, (16, 16), 1, shuffle=False, repeat=False))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+        list(build_inference_dataset(data_dir, data_list))
+    # Padding after the end marker (some writers add it) is not truncation.
+    path.write_bytes(content + b'\0' * 16)
+    assert len(list(build_inference_dataset(data_dir, data_list))) == 2

@@ -219,3 +219,26 @@ def test_cityscapes_and_gta5_lists_equal_the_synthetic_ones(tmp_path):
             assert im.mode == 'L'
         np.testing.assert_array_equal(train_ids, datasets.cityscapes_label_lut()[datasets.read_label_indices(label)])
         assert set(np.unique(train_ids)) - {255} and set(np.unique(train_ids)) <= set(range(19)) | {255}
+# ---- property-based: label decoders return the stored class indices exactly ----
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_LABELS = arrays(np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 9)),
+                 elements=st.one_of(st.integers(0, 20), st.just(255)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(label=_LABELS, palette_seed=st.integers(0, 2 ** 16))
+def test_label_decoders_property_return_stored_indices(tmp_path_factory, label, palette_seed):
+    from common.data.aaf_reader import decode_label
+    folder = tmp_path_factory.mktemp('labels')
+    gray, palette = folder / 'gray.png', folder / 'palette.png'
+    Image.fromarray(label, mode='L').save(gray)
+    image = Image.fromarray(label, mode='L').convert('P')  # indices = gray values
+    image.putpalette(np.random.default_rng(palette_seed).integers(0, 256, 768, dtype=np.uint8).tolist())
+    image.save(palette)
+    # The original's decode_png(channels=1) on a grayscale PNG, and raw palette indices whatever the colours.
+    np.testing.assert_array_equal(decode_label(tf.io.read_file(str(gray))).numpy()[..., 0], label)
+    np.testing.assert_array_equal(datasets.read_label_indices(str(gray)), label)
+    np.testing.assert_array_equal(datasets.read_label_indices(str(palette)), label)
+

@@ -74,3 +74,34 @@ def test_write_pseudo_label_list(tmp_path):
     with _pytest.raises(FileNotFoundError, match='pseudo label of c'):
         (tmp_path / 'VOC' / 'JPEGImages' / 'c.jpg').write_bytes(b'x')
         write_pseudo_label_list(str(out), ['c'], str(tmp_path / 'VOC'), str(tmp_path / 'rw'))
+# ---- property-based: the parsing rules hold for any tokens, not only the hand-picked ones above ----
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+# Path-like tokens: no space, no line break (what a list file can hold in one column).
+_TOKEN = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters=' \n\r'), min_size=1, max_size=12)
+_LINE = st.one_of(st.tuples(_TOKEN, _TOKEN), st.tuples(_TOKEN), st.tuples(_TOKEN, _TOKEN, _TOKEN))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(_LINE, min_size=1, max_size=6), data_dir=st.sampled_from(['', '/data/', 'root']))
+def test_list_parser_property_two_columns_split_else_whole_line(tmp_path_factory, rows, data_dir):
+    path = tmp_path_factory.mktemp('lists') / 'list.txt'
+    path.write_text(''.join(' '.join(row) + '\n' for row in rows), encoding='utf-8')
+    images, masks = read_labeled_image_list(data_dir, str(path))
+    expected = [(row[0], row[1]) if len(row) == 2 else (' '.join(row),) * 2 for row in rows]  # NumPy-free reference
+    assert images == [data_dir + image for image, _ in expected]
+    assert masks == [data_dir + mask for _, mask in expected]
+    _, masks_unsup, segs = read_unsup_labeled_image_list(data_dir, str(path))
+    assert masks_unsup == masks and segs == [m.replace('segcls', 'hed') for m in masks]
+
+
+@settings(max_examples=20, deadline=None)
+@given(ids=st.lists(st.builds('{}_{:06d}'.format, st.integers(2007, 2012), st.integers(0, 999999)), min_size=1,
+                    max_size=8),
+       with_labels=st.booleans())
+def test_id_list_property_round_trips_voc_ids(tmp_path_factory, ids, with_labels):
+    path = tmp_path_factory.mktemp('ids') / 'train_aug.txt'
+    rows = [(f'/JPEGImages/{i}.jpg', f'/SegmentationClassAug/{i}.png') if with_labels else f'/JPEGImages/{i}.jpg'
+            for i in ids]
+    assert write_image_list(str(path), rows) == len(ids)
+    assert load_img_name_list(str(path)) == ids

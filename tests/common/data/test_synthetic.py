@@ -309,3 +309,10 @@ def test_cli_writes_the_layout_and_prints_statistics(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'layout gta5: 2 images' in result.stdout and 'class pixel frequency' in result.stdout
     assert (tmp_path / 'GTA5' / 'images' / '00002.png').is_file()
+
+
+def test_unwritable_output_folder_is_named(tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    with pytest.raises(OSError, match=r'--out .*a_file/voc: cannot write to the output folder'):
+        synthetic.generate('voc', str(blocker / 'voc'), 2)

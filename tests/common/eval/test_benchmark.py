@@ -143,3 +143,17 @@ def test_format_table_cityscapes_names_and_truncation():
     # more classes than names: the extra rows are not printed (SegSort's behaviour), the means still are
     text = benchmark.format_table(np.zeros(23), 0.0, None, class_names='voc')
     assert len(text.splitlines()) == 21 + 1 and text.endswith('mean IOU: 0.0000%\n')
+
+
+@pytest.mark.parametrize('role, fmt', [('prediction', 'JPEG'), ('ground-truth', 'PNG')])
+def test_truncated_image_with_valid_header_names_the_file(tmp_path, role, fmt):
+    labels = np.random.default_rng(0).integers(0, 21, (50, 60), dtype=np.uint8)
+    for name in ('pred', 'gt'):
+        (tmp_path / name).mkdir()
+        Image.fromarray(labels, 'L').save(tmp_path / name / 'a.png', format='PNG')
+    broken = tmp_path / ('pred' if role == 'prediction' else 'gt') / 'a.png'
+    Image.fromarray(labels, 'L').save(broken, format=fmt)  # a JPEG under a .png name reads the same way
+    content = broken.read_bytes()
+    broken.write_bytes(content[:len(content) // 2])
+    with pytest.raises(OSError, match=rf"cannot read {role} image '{broken}': image file is truncated"):
+        benchmark.evaluate_dirs(str(tmp_path / 'pred'), str(tmp_path / 'gt'), 21)

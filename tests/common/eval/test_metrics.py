@@ -201,3 +201,73 @@ def test_instance_metric_matches_loop_reference():
     np.testing.assert_allclose(metric.iou(), want, rtol=1e-12)
     np.testing.assert_array_equal(metric.ninst, ninst_total)
     assert metric.mean_iou() == pytest.approx(want.sum() / num_classes, rel=1e-12)
+
+
+# ---- property-based: iou_stats / SegmentationMetric against a NumPy reference ----
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_C = 5
+
+
+def _label_maps(size):
+    """Predictions in [0, C] (C: the histogram quirk) or 255, targets in [0, C-1] or 255 (ignored)."""
+    shape = st.just(size)
+    return st.tuples(arrays(np.int64, shape, elements=st.one_of(st.integers(0, _C), st.just(255))),
+                     arrays(np.int64, shape, elements=st.one_of(st.integers(0, _C - 1), st.just(255))))
+
+
+def _reference_stats(pred, target, num_classes=_C):
+    """Per-class counts by explicit loops over valid pixels (target in [0, C-1]); pred == C counts as C-1."""
+    tp_fn, tp_fp, tp = (np.zeros(num_classes, np.int64) for _ in range(3))
+    for p, t in zip(pred.ravel(), target.ravel()):
+        if not 0 <= t < num_classes:
+            continue
+        tp_fn[t] += 1
+        if 0 <= p <= num_classes:
+            tp_fp[min(p, num_classes - 1)] += 1
+        tp[t] += int(p == t)
+    return tp_fn, tp_fp, tp
+
+
+@settings(max_examples=40, deadline=None)
+@given(maps=st.integers(1, 40).flatmap(_label_maps), seed=st.integers(0, 2 ** 16))
+def test_iou_stats_property_reference_permutation_and_ignore(maps, seed):
+    pred, target = maps
+    got = metrics.iou_stats(pred, target, _C)
+    for g, want in zip(got, _reference_stats(pred, target)):
+        np.testing.assert_array_equal(g, want)
+    # Counts add up: every valid pixel is in exactly one class of tp_fn.
+    assert got[0].sum() == np.count_nonzero(target != 255)
+    # Permutation invariance: the same shuffle of both maps changes nothing.
+    order = np.random.default_rng(seed).permutation(pred.size)
+    for g, again in zip(got, metrics.iou_stats(pred[order], target[order], _C)):
+        np.testing.assert_array_equal(g, again)
+    # Ignore handling: predictions at ignored pixels do not count.
+    scrambled = np.where(target == 255, np.random.default_rng(seed).integers(0, _C, pred.shape), pred)
+    for g, again in zip(got, metrics.iou_stats(scrambled, target, _C)):
+        np.testing.assert_array_equal(g, again)
+
+
+@settings(max_examples=25, deadline=None)
+@given(images=st.lists(st.integers(1, 30).flatmap(_label_maps), min_size=1, max_size=5), seed=st.integers(0, 99))
+def test_segmentation_metric_property_sums_merges_and_order(images, seed):
+    whole = metrics.SegmentationMetric(_C)
+    for pred, target in images:
+        whole.update(pred, target)
+    per_image = [_reference_stats(p, t) for p, t in images]
+    sums = [np.sum([s[k] for s in per_image], axis=0) for k in range(3)]
+    for got, want in zip(whole.stats(), sums):
+        np.testing.assert_array_equal(got, want)
+    # Image order and splitting the split across workers (merge) do not matter.
+    order = np.random.default_rng(seed).permutation(len(images))
+    first, second = metrics.SegmentationMetric(_C), metrics.SegmentationMetric(_C)
+    for rank, index in enumerate(order):
+        (first if rank % 2 else second).update(*images[index])
+    merged = first.merge(second)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    assert merged.num_images == whole.num_images == len(images)
+    tp_fn, tp_fp, tp = (s.astype(np.float64) for s in sums)
+    np.testing.assert_allclose(whole.iou(), 100 * tp / (tp_fn + tp_fp - tp + 1e-12))
+    assert whole.pixel_accuracy() == pytest.approx(tp.sum() / (tp_fp.sum() + 1e-12))
+    np.testing.assert_array_equal(whole.confusion_matrix().sum(axis=0), tp_fp.astype(np.int64))

@@ -126,3 +126,71 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
     renamed = keras.Model(images, keras.layers.Conv2D(3, 1, name='head')(images))
     with pytest.raises(ValueError, match='not in the checkpoint'):
         load_checkpoint(renamed, prefix)
+
+
+# Fresh interpreter again: the batch signature equals the single-image one per image, and bad inputs are refused at
+# the signature with a message that names it and the expected shape.
+SIGNATURES_SCRIPT = '''
+import json, sys
+import numpy as np
+import tensorflow as tf
+export_dir, out_path = sys.argv[1:3]
+loaded = tf.saved_model.load(export_dir)
+single, batch = loaded.signatures['serving_default'], loaded.signatures['serving_batch']
+rng = np.random.default_rng(1)
+images = rng.integers(0, 256, (3, 29, 41, 3), dtype=np.uint8)
+batched = batch(images=tf.constant(images))
+each = [single(image=tf.constant(image)) for image in images]
+errors = {}
+for name, fn, arg, value in [
+        ('float_image', single, 'image', np.zeros((29, 41, 3), np.float32)),
+        ('batch_to_single', single, 'image', images[:1]),
+        ('gray_image', single, 'image', np.zeros((29, 41), np.uint8)),
+        ('four_channels', single, 'image', np.zeros((29, 41, 4), np.uint8)),
+        ('image_to_batch', batch, 'images', images[0]),
+        ('float_batch', batch, 'images', images.astype(np.float32))]:
+    try:
+        fn(**{arg: tf.constant(value)})
+        errors[name] = None
+    except (tf.errors.InvalidArgumentError, TypeError, ValueError) as err:
+        errors[name] = str(err)
+leaked = [name for name in sys.modules if name == 'common' or name.startswith('common.')]
+assert not leaked, leaked
+np.savez(out_path, batch_classes=batched['classes'].numpy(), batch_probabilities=batched['probabilities'].numpy(),
+         each_classes=np.stack([e['classes'].numpy() for e in each]),
+         each_probabilities=np.stack([e['probabilities'].numpy() for e in each]),
+         errors=json.dumps(errors))
+'''
+
+
+def test_batch_signature_and_input_errors_at_the_signature(tmp_path):
+    import json
+    export_dir = tmp_path / 'saved_model'
+    export_saved_model(stand_in_model(4), str(export_dir), (32, 32), 4, strides=(16, 16))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH='')
+    result = subprocess.run([sys.executable, '-c', SIGNATURES_SCRIPT, str(export_dir), str(tmp_path / 'out.npz')],
+                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.load(tmp_path / 'out.npz')
+    assert out['batch_classes'].shape == (3, 29, 41) and out['batch_probabilities'].shape == (3, 29, 41, 4)
+    np.testing.assert_array_equal(out['batch_classes'], out['each_classes'])
+    np.testing.assert_allclose(out['batch_probabilities'], out['each_probabilities'], rtol=1e-6, atol=1e-6)
+    errors = json.loads(str(out['errors']))
+    assert 'expected to be a uint8 tensor' in errors['float_image']
+    assert 'expected to be a uint8 tensor' in errors['float_batch']
+    for name in ('batch_to_single', 'gray_image', 'four_channels'):
+        assert 'serving_default: `image` must be a uint8 RGB tensor [H, W, 3]' in errors[name], errors[name]
+    assert 'serving_batch' in errors['batch_to_single']  # points to the right signature
+    assert 'serving_batch: `images` must be a uint8 RGB tensor [N, H, W, 3]' in errors['image_to_batch']
+    assert 'Pad' not in errors['batch_to_single']
+
+
+def test_export_cli_refuses_an_output_folder_it_cannot_write(tmp_path, temporary_flags):
+    from common.cli import normalize_flag_names
+    from common.infer import export
+    fv = temporary_flags(export._define_flags)
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    fv(normalize_flag_names(['export', f'--checkpoint={tmp_path}', f'--out={blocker}/model', '--input-size=48,48']))
+    with pytest.raises(OSError, match=r'--out .*a_file: cannot write to the output folder'):
+        export.main([])

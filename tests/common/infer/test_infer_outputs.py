@@ -74,3 +74,13 @@ def test_run_inference_msc_reproduces_the_original_files(golden, tmp_path):
     for i in (0, 1):
         np.testing.assert_array_equal(np.asarray(Image.open(written[i]['gray'])), outs[f'pred_{i}'])
         np.testing.assert_allclose(np.load(written[i]['prob']), outs[f'fused_scores_{i}'], rtol=1e-6, atol=5e-4)
+
+
+def test_truncated_jpeg_with_valid_header_names_the_path(tmp_path):
+    """aaf.inference / inference_msc read images through load_image: a JPEG cut short is refused by name."""
+    path = tmp_path / 'cut.jpg'
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    content = path.read_bytes()
+    path.write_bytes(content[:len(content) // 2])
+    with pytest.raises(ValueError, match=r'cannot decode image .*cut\.jpg'):
+        load_image(str(path))

@@ -392,3 +392,57 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     assert len(full.files) == 7
     for key in full.files:
         np.testing.assert_allclose(again[key], full[key], rtol=0, atol=1e-6, err_msg=key)
+
+
+def test_full_disk_during_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
+    """The write of model.ckpt-4 dies half-way with ENOSPC: a clear error, model.ckpt-2 stays the readable latest
+    checkpoint, nothing of the failed write is left, and a restart resumes from step 3 to the uninterrupted result."""
+    import errno
+    from common.train.engine import CheckpointWriteError
+
+    def make(snapshot_dir):
+        strategy = make_strategy(devices=['/cpu:0'])
+        return Trainer(_linear_model(strategy), _mse_loss, _xy_dataset,
+                       _config(num_steps=5, save_pred_every=2, snapshot_dir=str(snapshot_dir)), strategy=strategy)
+
+    reference = make(tmp_path / 'full')
+    reference.train()
+    expected = reference.model.variables[0].numpy()
+
+    trainer = make(tmp_path / 'disk')
+    real_write = trainer.checkpoint._write
+
+    def write_until_the_disk_is_full(prefix, options=None):
+        if not prefix.endswith('-4'):
+            return real_write(prefix, options=options)
+        real_write(prefix)  # the shards, without the manager's state-file callback ...
+        data = tf.io.gfile.glob(prefix + '.data-*')[0]
+        with open(data, 'r+b') as handle:  # ... of which only half reached the disk
+            handle.truncate(os.path.getsize(data) // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), data)
+
+    trainer.checkpoint._write = write_until_the_disk_is_full
+    with pytest.raises(CheckpointWriteError, match=r'model\.ckpt-4 failed .*No space left on device.*the previous '
+                                                   r'checkpoint .*model\.ckpt-2 is intact'):
+        trainer.train()
+    snapshot = str(tmp_path / 'disk')
+    assert tf.train.latest_checkpoint(snapshot).endswith('model.ckpt-2')
+    assert not tf.io.gfile.glob(os.path.join(snapshot, 'model.ckpt-4*'))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(snapshot))
+    assert reader.get_tensor(ck.variable_key('net/fc/weights')).shape == (3, 1)
+
+    restarted = make(tmp_path / 'disk')
+    restarted.train()
+    assert restarted.restore_status == 'resumed'
+    np.testing.assert_allclose(restarted.model.variables[0].numpy(), expected, rtol=0, atol=1e-6)
+    assert tf.train.latest_checkpoint(snapshot).endswith('model.ckpt-4')
+
+
+def test_unwritable_snapshot_dir_is_named(tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    strategy = make_strategy(devices=['/cpu:0'])
+    trainer = Trainer(_linear_model(strategy), _mse_loss, _xy_dataset,
+                      _config(snapshot_dir=str(blocker / 'snapshots')), strategy=strategy)
+    with pytest.raises(OSError, match=r'--snapshot-dir .*a_file/snapshots: cannot write to the output folder'):
+        trainer.train()

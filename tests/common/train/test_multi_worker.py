@@ -1,0 +1,177 @@
+"""`--strategy multi_worker` on real processes: 2 workers on localhost (TF_CONFIG, one CPU replica each).
+
+For every trainer in TRAINERS (today: AAF in its three modes) one cluster launch runs all its trainings in the same
+two worker processes, and worker 1 SIGKILLs itself in the middle of the last one, after the chief wrote a checkpoint.
+The same command is then launched again. The tests check that
+  * every training ends with the weights (the baseline's synchronized batch-norm statistics and AAF's adversarial
+    weights included) of a single-process run with the same global batch -- for the killed training that is the
+    weights of an uninterrupted run, reached by resuming from the chief's last checkpoint;
+  * only the chief wrote into the snapshot folder (checkpoints, config, TensorBoard events); nothing of the other
+    worker's temporary checkpoint folders is left.
+
+The data list holds exactly one global batch of images (no random augmentation, `--deterministic` data order), so
+every step of every run sees the same images whatever the sharding across workers: multi-worker and single-process
+runs are comparable. (Without `--deterministic` the parallel map may hand out an image of the next epoch first, and a
+global batch may hold an image twice.)
+
+Adding a trainer: a `TrainerCase` with its CLI module and a function returning [(name, argv), ...] for tiny runs that
+save at step SAVE_EVERY and at the last step (see tests/multi_worker_harness.py for the module contract).
+"""
+import dataclasses
+import glob
+import os
+import re
+from typing import Callable
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from multi_worker_harness import Kill, run_cluster
+
+pytestmark = pytest.mark.slow
+
+NUM_WORKERS = 2
+GLOBAL_BATCH = 4
+NUM_STEPS = 5          # steps 0..4
+SAVE_EVERY = 2         # checkpoints after steps 2 and 4
+KILL_AFTER_STEP = 3    # worker 1 dies after step 3: the chief's last checkpoint is model.ckpt-2
+REDUCED_PSPNET = ['--backbone-filters=4,8,8,16', '--backbone-blocks=1,1,1,1', '--psp-channels=8']
+KLD = ['--kld-margin=3.0', '--kld-lambda-1=1.0', '--kld-lambda-2=1.0']
+
+
+def one_batch_list(voc_root, folder, count=GLOBAL_BATCH):
+    """A list file with the first `count` lines of the synthetic VOC training list."""
+    with open(os.path.join(voc_root, 'dataset', 'voc12', 'train+.txt')) as handle:
+        lines = handle.read().splitlines()[:count]
+    path = os.path.join(folder, 'one_batch.txt')
+    with open(path, 'w') as handle:
+        handle.write('\n'.join(lines) + '\n')
+    return path
+
+
+def aaf_runs(voc_root, data_list, snapshot_root):
+    common = [f'--data-dir={voc_root}/VOCdevkit/', f'--data-list={data_list}', f'--batch-size={GLOBAL_BATCH}',
+              '--input-size=48,48', '--iter-size=1', '--is-training', '--learning-rate=1e-2',
+              f'--num-steps={NUM_STEPS}', f'--save-pred-every={SAVE_EVERY}', '--update-tb-every=1000',
+              '--random-seed=0', '--noprogress', '--deterministic'] + REDUCED_PSPNET
+    # baseline trains batch norm (synchronized across the workers) and is the training a worker gets killed in.
+    # affinity / aaf add their loss terms with batch norm frozen (--use-global-status): each synchronized BN layer
+    # adds collectives (forward and backward) to trace, which on 2 busy CPU cores takes minutes per training.
+    frozen_bn = KLD + ['--use-global-status']
+    return [(mode, [f'--mode={mode}', f'--snapshot-dir={snapshot_root}/{mode}'] + common
+             + (frozen_bn if mode != 'baseline' else [])) for mode in ('affinity', 'aaf', 'baseline')]
+
+
+def aaf_pending():
+    """Why the affinity / AAF terms cannot equal the single-process loss yet, or '' once they can."""
+    import inspect
+    from aaf.losses import aaf_loss_terms
+    if 'as_ratios' in inspect.signature(aaf_loss_terms).parameters:
+        return ''
+    return ('aff_loss / aaf_loss are means over each replica\'s pixel pairs weighted by its share of the images; '
+            'they equal the global-batch loss once they reach the engine as (sum, count) pairs (issue #8)')
+
+
+def train_in_process(module_name, argv):
+    """Single-process reference run through the CLI's own entry points."""
+    import importlib
+    from absl import flags
+    from common.cli import normalize_flag_names
+    cli = importlib.import_module(module_name)
+    flag_values = flags.FlagValues()
+    cli.define_flags(flag_values)
+    flag_values(normalize_flag_names([module_name] + list(argv)))
+    cli.train_from_flags(flag_values)
+
+
+@dataclasses.dataclass
+class TrainerCase:
+    module: str
+    runs: Callable  # (voc_root, data_list, snapshot_root) -> [(name, argv), ...]
+    pending: Callable = lambda name: ''  # name -> reason a known gap makes the weights differ ('' = none)
+
+
+TRAINERS = {'aaf': TrainerCase('aaf.train', aaf_runs, lambda name: aaf_pending() if name != 'baseline' else '')}
+
+
+def snapshot_of(argv):
+    return next(a.split('=', 1)[1] for a in argv if a.startswith('--snapshot-dir='))
+
+
+def model_variables(prefix):
+    """{checkpoint key: value} of the model and extra variables (everything under `variables/`)."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith('variables/')}
+
+
+@pytest.fixture(scope='module', params=sorted(TRAINERS))
+def cluster_runs(request, synthetic_voc, tmp_path_factory):
+    """Launch 1 (worker 1 killed during the last training), launch 2 (the killed training's command again, on both
+    workers), single-process references."""
+    case = TRAINERS[request.param]
+    root = str(tmp_path_factory.mktemp(f'multi_worker_{request.param}'))
+    data_list = one_batch_list(synthetic_voc, root)
+    runs = case.runs(synthetic_voc, data_list, os.path.join(root, 'cluster'))
+    argvs = [argv for _, argv in runs]
+    kill = Kill(worker=1, run=len(runs) - 1, step=KILL_AFTER_STEP, marker=os.path.join(root, 'killed'))
+    first = run_cluster(case.module, argvs, NUM_WORKERS, kill=kill, timeout=900,
+                        log_dir=os.path.join(root, 'launch1'))
+    latest_after_kill = tf.train.latest_checkpoint(snapshot_of(argvs[-1]))
+    second = run_cluster(case.module, argvs[-1:], NUM_WORKERS, timeout=900, log_dir=os.path.join(root, 'launch2'))
+    references = {}
+    for name, argv in runs:
+        single = [a for a in argv if not a.startswith('--snapshot-dir=')]
+        single.append(f'--snapshot-dir={root}/single/{name}')
+        train_in_process(case.module, single)
+        references[name] = tf.train.latest_checkpoint(f'{root}/single/{name}')
+    return dict(runs=runs, first=first, second=second, latest_after_kill=latest_after_kill,
+                references=references, marker=kill.marker, case=case)
+
+
+def test_killed_worker_and_restart(cluster_runs):
+    first, second, runs = cluster_runs['first'], cluster_runs['second'], cluster_runs['runs']
+    assert os.path.exists(cluster_runs['marker']), first.describe()
+    assert first.returncodes[1] == -9, first.describe()  # SIGKILL
+    # The earlier trainings finished in launch 1; the killed one had only its step-2 checkpoint.
+    assert [r['last_step'] for r in first.reports(0)] == [NUM_STEPS - 1] * (len(runs) - 1), first.describe()
+    assert cluster_runs['latest_after_kill'].endswith(f'model.ckpt-{SAVE_EVERY}')
+    # Launch 2: every worker exits 0; the killed training resumes after step 2 and runs to the end.
+    assert second.returncodes == [0] * NUM_WORKERS, second.describe()
+    for worker in range(NUM_WORKERS):
+        (report,) = second.reports(worker)
+        assert (report['first_step'], report['last_step']) == (SAVE_EVERY + 1, NUM_STEPS - 1), second.describe()
+
+
+@pytest.mark.parametrize('run_index', [0, 1, 2])
+def test_weights_equal_single_process(cluster_runs, run_index):
+    """Synchronized BN, every loss term and (for the last run) kill-and-resume: weights of the single process."""
+    name, argv = cluster_runs['runs'][run_index]
+    final = tf.train.latest_checkpoint(snapshot_of(argv))
+    assert final.endswith(f'model.ckpt-{NUM_STEPS - 1}')
+    got, want = model_variables(final), model_variables(cluster_runs['references'][name])
+    assert sorted(got) == sorted(want)
+    try:
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=f'{name}: {key}')
+    except AssertionError:
+        reason = cluster_runs['case'].pending(name)
+        if reason:
+            pytest.xfail(reason)
+        raise
+    # The comparison can fail: the runs moved the weights away from the step-2 checkpoint.
+    early = model_variables(os.path.join(snapshot_of(argv), f'model.ckpt-{SAVE_EVERY}'))
+    initial_moved = sum(not np.allclose(early[k], want[k], atol=1e-5) for k in want)
+    assert initial_moved > len(want) // 2
+
+
+def test_only_the_chief_writes(cluster_runs):
+    chief_pids = {cluster_runs['first'].pids[0], cluster_runs['second'].pids[0]}
+    for name, argv in cluster_runs['runs']:
+        snapshot = snapshot_of(argv)
+        assert not glob.glob(os.path.join(snapshot, 'workertemp_*')), os.listdir(snapshot)
+        events = glob.glob(os.path.join(snapshot, 'events.out.tfevents.*'))
+        assert events
+        writer_pids = {int(re.search(r'\.(\d+)\.\d+\.v2$', path).group(1)) for path in events}
+        assert writer_pids <= chief_pids, (name, writer_pids, chief_pids)
+        assert os.path.exists(os.path.join(snapshot, 'config.json'))
