@@ -4,9 +4,10 @@
 // Built on first use by common/ops/affinity_kernel.py (g++, tf.sysconfig flags). The maths is that of
 // common/ops/affinity_fused.py (see its docstring); the XLA op and the literal losses are the test oracles.
 //
-// Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed once per pixel
-// into a temporary [pixels, 4, Cp] (Cp = C rounded up to 8, zero padding, so every channel loop is a whole
-// number of 8-float vectors and padded channels contribute KL 0). Labels are copied once into a map padded by
+// Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed per band of rows
+// (plus max(size) rows of halo) into a per-thread table [rows, W, 4, Cp] that stays in cache (Cp = C rounded up
+// to 8, zero padding, so every channel loop is a whole number of 8-float vectors and padded channels contribute
+// KL 0); nothing of size [N,H,W,C] is allocated besides the gradient. Labels are copied once into a map padded by
 // 2 * max(size) with -1 (ignored), so neighbour and bidirectional-ignore checks need no bounds tests.
 //
 // Forward: for each labelled centre p, size s and offset d with p+d and p-d labelled, KL summed over channels
@@ -129,37 +130,51 @@ absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geomet
   return absl::OkStatus();
 }
 
-// Fills the per-pixel temporary [pixels, 4, Cp] on the thread pool.
-void FillClipped(OpKernelContext* ctx, const Geometry& g, const float* probs, float* table) {
-  const int64_t pixels = g.n * g.h * g.w;
+// Fills rows [y_begin, y_end) of image img into a local table [(y - y_begin) * W + x][4][Cp].
+void FillRows(const Geometry& g, const float* probs, int64_t img, int64_t y_begin, int64_t y_end, float* table) {
   const int64_t c = g.c, cp = g.cp;
-  auto work = [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* p = probs + i * c;
-      float* t = table + i * kSlots * cp;
+  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
+    const float* p = probs + (g.Pixel(img, y_begin, 0) + i) * c;
+    float* t = table + i * kSlots * cp;
 #pragma omp simd
-      for (int64_t k = 0; k < c; ++k) {
-        const float pos = Clip(p[k]);
-        const float neg = Clip(1.0f - p[k]);
-        t[kPos * cp + k] = pos;
-        t[kNeg * cp + k] = neg;
-        t[kLogPos * cp + k] = FastLog(pos);
-        t[kLogNeg * cp + k] = FastLog(neg);
-      }
-      for (int64_t k = c; k < cp; ++k) {
-        t[kPos * cp + k] = t[kNeg * cp + k] = t[kLogPos * cp + k] = t[kLogNeg * cp + k] = 0.0f;
-      }
+    for (int64_t k = 0; k < c; ++k) {
+      const float pos = Clip(p[k]);
+      const float neg = Clip(1.0f - p[k]);
+      t[kPos * cp + k] = pos;
+      t[kNeg * cp + k] = neg;
+      t[kLogPos * cp + k] = FastLog(pos);
+      t[kLogNeg * cp + k] = FastLog(neg);
     }
-  };
-  ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(pixels, 60 * c, work);
+    for (int64_t k = c; k < cp; ++k) {
+      t[kPos * cp + k] = t[kNeg * cp + k] = t[kLogPos * cp + k] = t[kLogNeg * cp + k] = 0.0f;
+    }
+  }
 }
 
-// Fixed partition of the N*H rows into blocks (independent of the thread count's scheduling, so the
-// forward sums are deterministic).
-int64_t NumBlocks(OpKernelContext* ctx, int64_t rows) {
-  const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
-  return std::max<int64_t>(1, std::min<int64_t>(rows, 4 * std::max(threads, 1)));
-}
+// Work units: bands of `rows` rows of one image. Each band's table (its rows plus `reach` rows of halo on each
+// side) is filled by the thread that processes it and stays in that core's cache; no [N,H,W,4,Cp] temporary.
+// The partition is fixed by the shape and thread count, so the forward sums are deterministic.
+struct Tiling {
+  int64_t rows = 1, bands_per_image = 1, units = 1;
+
+  Tiling(OpKernelContext* ctx, const Geometry& g) {
+    const int threads = std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
+    rows = std::min<int64_t>(16, std::max<int64_t>(1, g.h));
+    while (rows > 4 && g.n * ((g.h + rows - 1) / rows) < 2 * threads) rows /= 2;
+    bands_per_image = (g.h + rows - 1) / rows;
+    units = g.n * bands_per_image;
+  }
+  // Image and row range [y_begin, y_end) of a unit; its table covers [table_begin, table_end).
+  void Band(const Geometry& g, int64_t unit, int64_t* img, int64_t* y_begin, int64_t* y_end,
+            int64_t* table_begin, int64_t* table_end) const {
+    *img = unit / bands_per_image;
+    *y_begin = (unit % bands_per_image) * rows;
+    *y_end = std::min<int64_t>(g.h, *y_begin + rows);
+    *table_begin = std::max<int64_t>(0, *y_begin - g.reach);
+    *table_end = std::min<int64_t>(g.h, *y_end + g.reach);
+  }
+  int64_t TableFloats(const Geometry& g) const { return (rows + 2 * g.reach) * g.w * kSlots * g.cp; }
+};
 
 // The 8 offsets of a size.
 void Offsets(int size, int (*out)[2]) {
@@ -180,25 +195,24 @@ inline float ChannelKl(const float* tp, const float* tq, int64_t cp, int64_t k) 
          tq[kNeg * cp + k] * (tq[kLogNeg * cp + k] - tp[kLogNeg * cp + k]);
 }
 
-// Forward over rows [row_begin, row_end): per-class edge / non-edge sums [C * S] each and counts [S] each.
+// Forward over rows [y_begin, y_end) of image img (table: rows from table_begin): per-class edge / non-edge sums [C * S] each and counts [S] each.
 // kCp > 0 fixes the padded channel count at compile time (whole unrolled vectors, centre values in
 // registers); kCp == 0 reads it from the geometry.
 template <int kCp>
-void ForwardRows(const Geometry& g, const float* table, const int* offsets, float margin, int64_t row_begin,
-                 int64_t row_end, double* edge_sum, double* not_edge_sum, int64_t* edge_count,
-                 int64_t* not_edge_count) {
+void ForwardRows(const Geometry& g, const float* table, int64_t table_begin, const int* offsets, float margin,
+                 int64_t img, int64_t y_begin, int64_t y_end, double* edge_sum, double* not_edge_sum,
+                 int64_t* edge_count, int64_t* not_edge_count) {
   const int64_t cp = kCp > 0 ? kCp : g.cp;
   const int64_t num_sizes = g.sizes.size();
   std::vector<float> kl_heap(kCp > 0 ? 0 : cp);
   alignas(32) float kl_stack[kCp > 0 ? kCp : 1];
   float* kl_sum = kCp > 0 ? kl_stack : kl_heap.data();
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t img = row / g.h, y = row % g.h;
+  for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       const int64_t centre_label = g.LabelIndex(img, y, x);
       const int a = g.label_map[centre_label];
       if (a < 0) continue;
-      const float* tp = table + g.Pixel(img, y, x) * kSlots * cp;
+      const float* tp = table + ((y - table_begin) * g.w + x) * kSlots * cp;
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
         // KL of every channel summed over the pairs of this centre and size (one horizontal sum per centre
@@ -210,7 +224,7 @@ void ForwardRows(const Geometry& g, const float* table, const int* offsets, floa
           const int dy = off[2 * k], dx = off[2 * k + 1];
           const int b = g.label_map[centre_label + dy * g.pw + dx];
           if (b < 0 || g.label_map[centre_label - dy * g.pw - dx] < 0) continue;
-          const float* tq = table + g.Pixel(img, y + dy, x + dx) * kSlots * cp;
+          const float* tq = table + ((y + dy - table_begin) * g.w + x + dx) * kSlots * cp;
 #pragma omp simd
           for (int64_t ch = 0; ch < cp; ++ch) {
             kl_sum[ch] += tq[kPos * cp + ch] * (tq[kLogPos * cp + ch] - tp[kLogPos * cp + ch]) +
@@ -237,10 +251,11 @@ void ForwardRows(const Geometry& g, const float* table, const int* offsets, floa
   }
 }
 
-// Backward over rows [row_begin, row_end): writes d loss / d probs of every pixel of those rows.
+// Backward over rows [y_begin, y_end) of image img: writes d loss / d probs of every pixel of those rows.
 template <int kCp>
-void BackwardRows(const Geometry& g, const float* probs, const float* table, const float* grad_sums,
-                  const int* offsets, float margin, int64_t row_begin, int64_t row_end, float* grad) {
+void BackwardRows(const Geometry& g, const float* probs, const float* table, int64_t table_begin,
+                  const float* grad_sums, const int* offsets, float margin, int64_t img, int64_t y_begin,
+                  int64_t y_end, float* grad) {
   const int64_t cp = kCp > 0 ? kCp : g.cp;
   const int64_t c = g.c, num_sizes = g.sizes.size();
   // d loss / d P~(z) and d loss / d (1-P)~(z), split into the centre part (divided by P~(z) once at the end)
@@ -254,8 +269,7 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
   float* centre_neg = centre_pos + cp;
   float* neighbour_pos = centre_neg + cp;
   float* neighbour_neg = neighbour_pos + cp;
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t img = row / g.h, y = row % g.h;
+  for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       float* out = grad + g.Pixel(img, y, x) * c;
       const int64_t z_label = g.LabelIndex(img, y, x);
@@ -265,7 +279,7 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
         continue;
       }
       std::fill(acc, acc + 4 * cp, 0.0f);
-      const float* tz = table + g.Pixel(img, y, x) * kSlots * cp;
+      const float* tz = table + ((y - table_begin) * g.w + x) * kSlots * cp;
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
         for (int k = 0; k < 8; ++k) {
@@ -278,7 +292,7 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
           const bool as_centre = g.label_map[z_label - dy * g.pw - dx] >= 0;
           const bool as_neighbour = g.label_map[q_label + dy * g.pw + dx] >= 0;
           if (!as_centre && !as_neighbour) continue;
-          const float* tq = table + g.Pixel(img, y + dy, x + dx) * kSlots * cp;
+          const float* tq = table + ((y + dy - table_begin) * g.w + x + dx) * kSlots * cp;
           const float g_centre = as_centre ? grad_sums[a * 2 * num_sizes + num_sizes + s] : 0.0f;
           const float g_neighbour = as_neighbour ? grad_sums[b * 2 * num_sizes + num_sizes + s] : 0.0f;
 #pragma omp simd
@@ -359,33 +373,30 @@ class AffinityFieldSumsOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.c, 2 * num_sizes}), &class_sums));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({num_sizes}), &edge_counts));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_sizes}), &not_edge_counts));
-    Tensor table_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                           TensorShape({g.n * g.h * g.w, kSlots, g.cp}), &table_t));
-    float* table = table_t.flat<float>().data();
-    FillClipped(ctx, g, ctx->input(1).flat<float>().data(), table);
-
-    const int64_t rows = g.n * g.h;
-    const int64_t blocks = NumBlocks(ctx, rows);
-    // Per block: [C * S] edge sums, [C * S] non-edge sums (double), [S] edge and non-edge counts.
+    const float* probs = ctx->input(1).flat<float>().data();
+    const Tiling tiling(ctx, g);
+    const int64_t blocks = tiling.units;
+    // Per unit: [C * S] edge sums, [C * S] non-edge sums (double), [S] edge and non-edge counts.
     std::vector<double> sums(blocks * 2 * g.c * num_sizes, 0.0);
     std::vector<int64_t> counts(blocks * 2 * num_sizes, 0);
     const std::vector<int> offsets = AllOffsets(g.sizes);
     auto work = [&](int64_t block_begin, int64_t block_end) {
+      std::vector<float> table(tiling.TableFloats(g));
       for (int64_t block = block_begin; block < block_end; ++block) {
         double* edge_sum = &sums[block * 2 * g.c * num_sizes];
         int64_t* edge_count = &counts[block * 2 * num_sizes];
-        const int64_t row_begin = rows * block / blocks, row_end = rows * (block + 1) / blocks;
+        int64_t img, y_begin, y_end, table_begin, table_end;
+        tiling.Band(g, block, &img, &y_begin, &y_end, &table_begin, &table_end);
+        FillRows(g, probs, img, table_begin, table_end, table.data());
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          ForwardRows<decltype(cp_constant)::value>(g, table, offsets.data(), margin_, row_begin, row_end,
-                                                    edge_sum, edge_sum + g.c * num_sizes, edge_count,
-                                                    edge_count + num_sizes);
+          ForwardRows<decltype(cp_constant)::value>(g, table.data(), table_begin, offsets.data(), margin_, img,
+                                                    y_begin, y_end, edge_sum, edge_sum + g.c * num_sizes,
+                                                    edge_count, edge_count + num_sizes);
         });
       }
     };
-    // One unit = one block; the cost only has to be large enough for the pool to spread the blocks.
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        blocks, std::max<int64_t>(1, rows / blocks) * g.w * 24 * g.cp * 20, work);
+        blocks, tiling.rows * g.w * 24 * g.cp * 20, work);
 
     auto out_sums = class_sums->matrix<float>();
     auto out_edge = edge_counts->flat<int32_t>();
@@ -438,23 +449,25 @@ class AffinityFieldSumsGradOp : public OpKernel {
                                 grad_sums_t.shape().DebugString()));
     Tensor* grad_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(1).shape(), &grad_t));
-    Tensor table_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                           TensorShape({g.n * g.h * g.w, kSlots, g.cp}), &table_t));
     const float* probs = ctx->input(1).flat<float>().data();
-    float* table = table_t.flat<float>().data();
-    FillClipped(ctx, g, probs, table);
     const float* grad_sums = grad_sums_t.flat<float>().data();  // [C, 2S]: edge columns, then non-edge
     float* grad = grad_t->flat<float>().data();
     const std::vector<int> offsets = AllOffsets(g.sizes);
-    auto work = [&](int64_t row_begin, int64_t row_end) {
-      DispatchChannels(g.cp, [&](auto cp_constant) {
-        BackwardRows<decltype(cp_constant)::value>(g, probs, table, grad_sums, offsets.data(), margin_,
-                                                   row_begin, row_end, grad);
-      });
+    const Tiling tiling(ctx, g);
+    auto work = [&](int64_t unit_begin, int64_t unit_end) {
+      std::vector<float> table(tiling.TableFloats(g));
+      for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+        int64_t img, y_begin, y_end, table_begin, table_end;
+        tiling.Band(g, unit, &img, &y_begin, &y_end, &table_begin, &table_end);
+        FillRows(g, probs, img, table_begin, table_end, table.data());
+        DispatchChannels(g.cp, [&](auto cp_constant) {
+          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), table_begin, grad_sums,
+                                                     offsets.data(), margin_, img, y_begin, y_end, grad);
+        });
+      }
     };
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        g.n * g.h, g.w * 24 * g.cp * 30, work);
+        tiling.units, tiling.rows * g.w * 24 * g.cp * 30, work);
   }
 
  private:
