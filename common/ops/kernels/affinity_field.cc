@@ -355,13 +355,23 @@ std::vector<int> AllOffsets(const std::vector<int>& sizes) {
   return offsets;
 }
 
-class AffinityFieldSumsOp : public OpKernel {
+// The attributes both kernels share.
+class AffinityFieldOpBase : public OpKernel {
  public:
-  explicit AffinityFieldSumsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit AffinityFieldOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("sizes", &sizes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("kld_margin", &margin_));
     for (int s : sizes_) OP_REQUIRES(ctx, s >= 1, InvalidArgument("affinity_field: sizes must be >= 1"));
   }
+
+ protected:
+  std::vector<int> sizes_;
+  float margin_ = 0.0f;
+};
+
+class AffinityFieldSumsOp : public AffinityFieldOpBase {
+ public:
+  using AffinityFieldOpBase::AffinityFieldOpBase;
 
   void Compute(OpKernelContext* ctx) override {
     Geometry g;
@@ -424,18 +434,11 @@ class AffinityFieldSumsOp : public OpKernel {
     }
   }
 
- private:
-  std::vector<int> sizes_;
-  float margin_ = 0.0f;
 };
 
-class AffinityFieldSumsGradOp : public OpKernel {
+class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
  public:
-  explicit AffinityFieldSumsGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("sizes", &sizes_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kld_margin", &margin_));
-    for (int s : sizes_) OP_REQUIRES(ctx, s >= 1, InvalidArgument("affinity_field: sizes must be >= 1"));
-  }
+  using AffinityFieldOpBase::AffinityFieldOpBase;
 
   void Compute(OpKernelContext* ctx) override {
     Geometry g;
@@ -470,9 +473,6 @@ class AffinityFieldSumsGradOp : public OpKernel {
         tiling.units, tiling.rows * g.w * 24 * g.cp * 30, work);
   }
 
- private:
-  std::vector<int> sizes_;
-  float margin_ = 0.0f;
 };
 
 }  // namespace
