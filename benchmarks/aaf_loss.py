@@ -20,8 +20,8 @@ call's peak is VmHWM - VmRSS(baseline): every byte the step touched beyond what 
 reading of 0 MB means the instrument failed and raises. XLA's compiled function keeps its preallocated
 temporary buffer between calls, which the resident-set reading cannot see; for the XLA variant the peak is
 therefore read from XLA's own buffer assignment (XLA_FLAGS=--xla_dump_to, "Total bytes used" minus the
-parameter buffers = temporaries + outputs of the compiled step), and the larger of the two readings is reported. The machine's load average is printed: on a shared
-machine the times are upper bounds.
+parameter buffers = temporaries + outputs of the compiled step), and the larger of the two readings is reported.
+The machine's load average is printed: on a shared machine the times are upper bounds.
 
 Prints one line per measurement and ends with
 `fused vs original: time ratio <r1>x, peak memory ratio <r2>x` (original / fused, at the larger shape).

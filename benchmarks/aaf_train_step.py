@@ -10,8 +10,9 @@ w.r.t. every trainable variable and the adversarial size weights, and one moment
 Networks:
 * real: PSPNet / ResNet-101 (the original's network) at crop 336 (logits 42x42x21), batch --real-batch;
 * quickstart: the quick start's reduced ResNet (aaf.quickstart.QUICKSTART_MODEL) at crop 96, batch 8.
-Time: median wall time of --steps steps after 2 warm-up steps (tracing), modes interleaved round-robin. Random weights and inputs: the cost of
-a step does not depend on the values. The load average is printed; on a shared machine times are upper bounds.
+Time: median wall time of --steps steps after 2 warm-up steps (tracing), modes interleaved round-robin.
+Random weights and inputs: the cost of a step does not depend on the values. The load average is printed; on a
+shared machine times are upper bounds.
 
 Ends with `aaf step overhead: <x>x` = AAF step (default loss) / baseline step, real network.
 

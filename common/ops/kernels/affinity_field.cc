@@ -195,7 +195,8 @@ inline float ChannelKl(const float* tp, const float* tq, int64_t cp, int64_t k) 
          tq[kNeg * cp + k] * (tq[kLogNeg * cp + k] - tp[kLogNeg * cp + k]);
 }
 
-// Forward over rows [y_begin, y_end) of image img (table: rows from table_begin): per-class edge / non-edge sums [C * S] each and counts [S] each.
+// Forward over rows [y_begin, y_end) of image img (table: rows from table_begin): per-class edge / non-edge
+// sums [C * S] each and counts [S] each.
 // kCp > 0 fixes the padded channel count at compile time (whole unrolled vectors, centre values in
 // registers); kCp == 0 reads it from the geometry.
 template <int kCp>
