@@ -48,8 +48,11 @@ _fallback_logged = []
 
 def _in_xla_context():
     """True while tracing a function that XLA will compile (jit_compile=True); the C++ op has no XLA kernel."""
-    from tensorflow.python.ops import control_flow_util  # no public equivalent
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    try:
+        from tensorflow.python.ops import control_flow_util  # no public equivalent
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):  # a TensorFlow without it: assume no XLA context
+        return False
 
 
 @tf.autograph.experimental.do_not_convert
