@@ -6,6 +6,9 @@ Two forms of the same loss:
   an empty edge / non-edge set is NaN, as in the original (Q-A3).
 * `affinity_loss_fused` / `adaptive_affinity_loss_fused`: the stencil op of `common.ops.affinity_fused`
   (custom gradient, XLA); used for training. Empty sets contribute 0.
+`aaf_loss_terms(impl=...)` picks the implementation: 'reference' (the literal form), 'xla' (the fused stencil
+op), 'kernel' (the compiled C++ CPU kernel of `common.ops.affinity_kernel`, same maths as 'xla') or 'auto'
+(the training default: the kernel on CPU, else the XLA op).
 `aaf_loss_terms` assembles the training term of train_affinity.py ('aff_loss') or train_aaf.py ('aaf_loss').
 """
 import keras
@@ -110,7 +113,7 @@ def affinity_loss_fused(labels, probs, num_classes, kld_margin):
 
 
 def adaptive_affinity_loss_fused(labels, probs, num_classes, kld_margin, w_edge_raw, w_not_edge_raw,
-                                 sizes=AAF_SIZES):
+                                 sizes=AAF_SIZES, impl='xla'):
     """Fused adaptive affinity loss for all sizes in one call.
 
     Args:
@@ -119,13 +122,14 @@ def adaptive_affinity_loss_fused(labels, probs, num_classes, kld_margin, w_edge_
       w_edge_raw, w_not_edge_raw: the adversarial variables (1,1,1,C,1,len(sizes)) BEFORE the softmax
         (the softmax over sizes is applied here, differentiably).
       sizes: neighbour distances; the j-th size uses softmax(W)[..., j].
+      impl: 'xla', 'kernel' or 'auto' (see `common.ops.affinity_fused.affinity_field_loss`).
     Returns:
       (edge_means [S], not_edge_means [S], edge_counts [S] int32, not_edge_counts [S] int32).
     """
     w_edge = size_softmax(w_edge_raw, num_classes)
     w_not_edge = size_softmax(w_not_edge_raw, num_classes)
     return affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=sizes, w_edge=w_edge,
-                               w_not_edge=w_not_edge)
+                               w_not_edge=w_not_edge, impl=impl)
 
 
 class AdaptiveAffinityWeights(keras.layers.Layer):
@@ -167,8 +171,27 @@ class AdaptiveAffinityWeights(keras.layers.Layer):
         return {**super().get_config(), 'num_classes': self.num_classes, 'num_sizes': self.num_sizes}
 
 
+LOSS_IMPLEMENTATIONS = ('auto', 'kernel', 'xla', 'reference')
+
+
+def resolve_loss_impl(fused=True, impl=None):
+    """The implementation of the affinity term from the legacy `fused` switch and the `impl` choice.
+
+    impl None follows `fused` ('auto' / 'reference'); an explicit impl wins, except that fused=False with a
+    fused impl ('auto', 'kernel', 'xla') is contradictory and raises ValueError.
+    """
+    if impl is None:
+        return 'auto' if fused else 'reference'
+    if impl not in LOSS_IMPLEMENTATIONS:
+        raise ValueError(f'affinity implementation must be one of {LOSS_IMPLEMENTATIONS}, got {impl!r}')
+    if not fused and impl != 'reference':
+        raise ValueError(f"fused=False / --nofused_loss (the literal original loss) contradicts "
+                         f"impl / --affinity_impl={impl!r}; use 'reference' or the fused loss")
+    return impl
+
+
 def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld_margin=3.0, kld_lambda_1=1.0,
-                   kld_lambda_2=1.0, weights=None, fused=True, stats=None, as_ratios=False):
+                   kld_lambda_2=1.0, weights=None, fused=True, stats=None, as_ratios=False, impl=None):
     """The affinity term of train_affinity.py (mode 'affinity') or train_aaf.py (mode 'aaf').
 
     'affinity': aff_loss = dec * (lambda1 * mean(edge) + lambda2 * mean(not_edge)), size 1, no weights.
@@ -190,6 +213,8 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
         replica's own counts weighted by its share of the batch (`tower_mean`, the original multi-GPU script).
         The sums are mean * count because the fused op returns means; a NaN mean (literal form, empty set) stays
         NaN.
+      impl: 'auto' | 'kernel' | 'xla' | 'reference'; None = 'auto' if fused else 'reference'. 'reference' is
+        the literal original (fused=False); the others are the fused maths (empty sets -> 0).
     Returns:
       dict with one loss term to add to the total: {'aff_loss': scalar} or {'aaf_loss': scalar} (with
       `as_ratios`, a list of pairs instead of the scalar).
@@ -198,6 +223,8 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
         raise ValueError(f"aaf_loss_terms: mode must be 'affinity' or 'aaf', got {mode!r}")
     if mode == 'aaf' and weights is None:
         raise ValueError("aaf_loss_terms: mode 'aaf' needs weights=AdaptiveAffinityWeights(num_classes)")
+    impl = resolve_loss_impl(fused, impl)
+    fused = impl != 'reference'
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank == 3:
         labels = labels[..., None]
@@ -207,7 +234,7 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
         sizes = (1,)
         if fused:
             edge, not_edge, edge_count, not_edge_count = affinity_field_loss(labels, probs, num_classes,
-                                                                             kld_margin, sizes=sizes)
+                                                                             kld_margin, sizes=sizes, impl=impl)
         else:
             edge_loss, not_edge_loss = affinity_loss(labels, probs, num_classes, kld_margin)
             edge, not_edge = tf.reduce_mean(edge_loss)[None], tf.reduce_mean(not_edge_loss)[None]
@@ -216,7 +243,7 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
         sizes = AAF_SIZES
         if fused:
             edge, not_edge, edge_count, not_edge_count = adaptive_affinity_loss_fused(
-                labels, probs, num_classes, kld_margin, weights.edge_w, weights.nonedge_w, sizes=sizes)
+                labels, probs, num_classes, kld_margin, weights.edge_w, weights.nonedge_w, sizes=sizes, impl=impl)
         else:
             w_edge, w_not_edge = weights()
             one_hot_lab = tf.one_hot(tf.squeeze(tf.cast(labels, tf.int32), axis=-1), depth=num_classes)

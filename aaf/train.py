@@ -21,6 +21,9 @@ Differences from the originals, each behind a flag with the original as default 
     finished run: a message, exit 0, nothing written. The original always restarted from `--restore_from`.
   * `--fused_loss` (default) uses the fused affinity op, whose empty edge/non-edge sets contribute 0 instead of the
     original's NaN (Q-A3); `--nofused_loss` runs the literal original formulation.
+    `--affinity_impl auto|kernel|xla|reference` picks how the affinity term is computed: unset = `auto` (the
+    compiled C++ CPU kernel, else the XLA fused op, e.g. on GPU) with `--fused_loss`, `reference` (the literal
+    original) with `--nofused_loss`; `--nofused_loss` with a fused implementation is an error.
 
 From Python (tests, notebooks): define the flags in a fresh `absl.flags.FlagValues` with `define_flags(fv)`, parse
 them (`fv(common.cli.normalize_flag_names(argv))`), then `train_from_flags(fv, hooks)` -- or `build_trainer(fv)` to
@@ -93,6 +96,9 @@ def define_flags(flag_values=FLAGS):
                       'global_mean = the single-device loss of the global batch; tower_mean = the original '
                       'multi-GPU image-weighted mean of per-replica means.', **fv)
     flags.DEFINE_boolean('fused_loss', True, 'Fused affinity op (empty sets -> 0); false = the literal original.', **fv)
+    flags.DEFINE_enum('affinity_impl', None, ['auto', 'kernel', 'xla', 'reference'],
+                      'Affinity-term implementation: auto = C++ kernel on CPU, else XLA op; kernel; xla; reference '
+                      '= literal original. Unset: auto, or reference with --nofused_loss.', **fv)
     flags.DEFINE_boolean('deterministic', False, 'Deterministic ops and data order (exact resume; slower).', **fv)
     flags.DEFINE_boolean('mixed_precision', False, 'mixed_float16 compute, float32 losses.', **fv)
     flags.DEFINE_boolean('skip_bad_samples', False, 'Log and skip unreadable / inconsistent samples.', **fv)
@@ -118,7 +124,7 @@ def segmentation_loss(logits, labels, num_classes):
 
 
 def make_loss_fn(mode, num_classes, num_steps, kld_margin=None, kld_lambda_1=None, kld_lambda_2=None,
-                 weights=None, fused=True):
+                 weights=None, fused=True, impl=None):
     """The per-replica loss of `--mode`: {'seg_loss': (sum, count)} plus 'aff_loss' / 'aaf_loss' as a list of
     (sum, count) ratios, so that `--loss-reduction` reduces every term the same way.
 
@@ -136,7 +142,7 @@ def make_loss_fn(mode, num_classes, num_steps, kld_margin=None, kld_lambda_1=Non
             terms.update(aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode=mode,
                                         kld_margin=kld_margin, kld_lambda_1=kld_lambda_1,
                                         kld_lambda_2=kld_lambda_2, weights=weights, fused=fused,
-                                        as_ratios=True))
+                                        as_ratios=True, impl=impl))
         return terms, logits
 
     return loss_fn
@@ -201,8 +207,10 @@ def build_trainer(cfg, hooks=()):
             img_mean=IMG_MEAN, num_classes=cfg.num_classes, seed=cfg.random_seed, deterministic=cfg.deterministic,
             skip_bad_samples=cfg.skip_bad_samples, input_context=input_context)
 
+    from aaf.losses import resolve_loss_impl
+    resolve_loss_impl(cfg.fused_loss, cfg.affinity_impl)  # a --nofused_loss / --affinity_impl clash fails here
     loss_fn = make_loss_fn(cfg.mode, cfg.num_classes, cfg.num_steps, cfg.kld_margin, cfg.kld_lambda_1,
-                           cfg.kld_lambda_2, weights=weights, fused=cfg.fused_loss)
+                           cfg.kld_lambda_2, weights=weights, fused=cfg.fused_loss, impl=cfg.affinity_impl)
     config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN),
                                     strict_restore=not cfg.allow_partial_restore)
     return Trainer(model, loss_fn, dataset_fn, config, strategy=strategy, extra_variables=extra_variables,

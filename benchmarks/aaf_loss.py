@@ -1,35 +1,49 @@
-"""Speed / peak-memory benchmark: fused AAF loss (XLA) vs the literal TF2 transcription of the original.
+"""Speed / peak-memory benchmark of the AAF loss: literal original vs XLA fused op vs compiled C++ kernel.
 
-Both variants compute the full AAF term of train_aaf.py (softmax of the logits, sizes 1-3, 6 means, decay) and
-its gradient w.r.t. the logits and the two adversarial variables, via `aaf.losses.aaf_loss_terms`:
-* original: `fused=False` (pad / slice / concat to [N,H,W,C,8], boolean masks, tf.where + gather), run as a
+Every variant computes the full AAF term of train_aaf.py (softmax of the logits, sizes 1-3, 6 means, decay) and
+its gradient w.r.t. the logits and the two adversarial variables, via `aaf.losses.aaf_loss_terms(impl=...)`:
+* original: impl='reference' (pad / slice / concat to [N,H,W,C,8], boolean masks, tf.where + gather), run as a
   `tf.function` graph like the TF1 session;
-* fused: `fused=True` (stencil op with analytic gradient), `tf.function(jit_compile=True)`.
+* xla: impl='xla' (stencil op with analytic gradient), `tf.function(jit_compile=True)`;
+* kernel: impl='kernel' (common/ops/kernels/affinity_field.cc), `tf.function`.
+"fused" in the last line is the implementation training uses by default (`impl='auto'` resolved here: the
+kernel on CPU, the XLA op where the kernel is unavailable).
 
 Method. Each (variant, shape) runs in its own subprocess so allocations of one cannot hide in the other's
 high-water mark. Time: after 2 warm-up calls (the first one traces/compiles), the median wall time of several
 forward+backward calls (results fetched to NumPy, so the work has finished). Peak memory: TensorFlow's CPU
-allocator has no statistics (`tf.config.experimental.get_memory_info('CPU:0')` raises) and tracemalloc does not
-see TF's allocations, so after warm-up the process resets its resident-set high-water mark (write "5" to
-/proc/self/clear_refs), records VmRSS, runs the timed calls and reads VmHWM from /proc/self/status; the peak
-memory of a call is VmHWM - VmRSS(baseline). Where clear_refs is not writable, ru_maxrss minus the RSS after
-warm-up is used (an upper bound that includes the compile peak).
+allocator keeps no statistics and glibc keeps freed blocks, so the children run with the allocator returning
+freed memory to the system (MALLOC_MMAP_THRESHOLD_=65536: every block >= 64 KiB is its own mapping, unmapped on
+free; TF_ENABLE_ONEDNN_OPTS=0: no oneDNN scratch caches). After warm-up a child resets its resident-set
+high-water mark (writes "5" to /proc/self/clear_refs), records VmRSS, runs the timed calls and reads VmHWM; a
+call's peak is VmHWM - VmRSS(baseline): every byte the step touched beyond what was resident before it. A
+reading of 0 MB means the instrument failed and raises. XLA's compiled function keeps its preallocated
+temporary buffer between calls, which the resident-set reading cannot see; for the XLA variant the peak is
+therefore read from XLA's own buffer assignment (XLA_FLAGS=--xla_dump_to, "Total bytes used" minus the
+parameter buffers = temporaries + outputs of the compiled step), and the larger of the two readings is reported.
+The machine's load average is printed: on a shared machine the times are upper bounds.
 
 Prints one line per measurement and ends with
 `fused vs original: time ratio <r1>x, peak memory ratio <r2>x` (original / fused, at the larger shape).
 
-Run: python -m benchmarks.aaf_loss [--shapes 8,42,42,21 16,60,60,21] [--repeats 5]
+Run: python -m benchmarks.aaf_loss [--shapes 8,42,42,21 16,60,60,21] [--repeats 5] [--variants ...]
 """
 import argparse
+import glob
 import json
 import os
-import resource
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 DEFAULT_SHAPES = ('8,42,42,21', '16,60,60,21')
+VARIANTS = {'original': ('reference', False), 'xla': ('xla', True), 'kernel': ('kernel', False)}
+CHILD_ENV = {'TF_ENABLE_ONEDNN_OPTS': '0', 'MALLOC_MMAP_THRESHOLD_': '65536', 'TF_CPP_MIN_LOG_LEVEL': '2'}
+MEMORY_METHOD = ('RSS = VmHWM - VmRSS after clear_refs with MALLOC_MMAP_THRESHOLD_=65536 TF_ENABLE_ONEDNN_OPTS=0; '
+                 'XLA = larger of RSS and XLA buffer assignment (temporaries + outputs)')
 
 
 def _status_kb(field):
@@ -38,6 +52,23 @@ def _status_kb(field):
             if line.startswith(field + ':'):
                 return int(line.split()[1])
     raise RuntimeError(f'{field} not found in /proc/self/status')
+
+
+def _xla_buffer_bytes(dump_dir):
+    """Temporaries + outputs of the largest compiled module in an XLA dump: 'Total bytes used' minus the
+    parameter allocations (the inputs, resident before the call)."""
+    best = 0
+    for path in glob.glob(os.path.join(dump_dir, '*cpu_after_optimizations-buffer-assignment.txt')):
+        with open(path) as f:
+            text = f.read()
+        total = re.search(r'Total bytes used: (\d+)', text)
+        if not total:
+            continue
+        params = sum(int(m) for m in re.findall(r'^allocation \d+: size (\d+), parameter', text, re.M))
+        best = max(best, int(total.group(1)) - params)
+    if best <= 0:
+        raise RuntimeError(f'no XLA buffer assignment found in {dump_dir}: the XLA memory instrument is broken')
+    return best
 
 
 def _measure(variant, shape, repeats):
@@ -56,26 +87,22 @@ def _measure(variant, shape, repeats):
     labels = np.where(rng.random(labels.shape) < 0.05, 255, labels).astype(np.uint8)[..., None]
     labels = tf.constant(labels)
     weights = AdaptiveAffinityWeights(c)
-    fused = variant == 'fused'
+    impl, jit = VARIANTS[variant]
 
     def step(logits, labels):
         with tf.GradientTape() as tape:
             tape.watch(logits)
             loss = aaf_loss_terms(logits, labels, c, step=10, num_steps=100, mode='aaf', weights=weights,
-                                  fused=fused)['aaf_loss']
+                                  impl=impl)['aaf_loss']
         grads = tape.gradient(loss, [logits, weights.edge_w, weights.nonedge_w])
         return loss, grads
 
-    step = tf.function(step, jit_compile=fused)
+    step = tf.function(step, jit_compile=jit)
     for _ in range(2):  # trace / compile
         loss, grads = step(logits, labels)
         _ = [g.numpy() for g in grads]
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        method = 'VmHWM after clear_refs'
-    except OSError:
-        method = 'ru_maxrss (includes warm-up peak)'
+    with open('/proc/self/clear_refs', 'w') as f:  # Linux only; an error here stops the benchmark
+        f.write('5')
     baseline_kb = _status_kb('VmRSS')
     times = []
     for _ in range(repeats):
@@ -83,18 +110,28 @@ def _measure(variant, shape, repeats):
         loss, grads = step(logits, labels)
         _ = [g.numpy() for g in grads]
         times.append(time.perf_counter() - start)
-    if method.startswith('VmHWM'):
-        peak_kb = _status_kb('VmHWM')
-    else:
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {'time_ms': 1e3 * statistics.median(times), 'peak_mb': max(peak_kb - baseline_kb, 1) / 1024.0,
-            'loss': float(loss), 'method': method}
+    peak_kb = _status_kb('VmHWM') - baseline_kb
+    method = 'RSS'
+    if jit:
+        xla_kb = _xla_buffer_bytes(os.environ['AAF_BENCH_XLA_DUMP']) / 1024.0
+        if xla_kb > peak_kb:
+            peak_kb, method = xla_kb, 'XLA buffer assignment'
+    if peak_kb * 1024 < 64 * 1024:  # less than one mapped block: nothing was measured
+        raise RuntimeError(f'{variant}: peak memory reads {peak_kb} kB: the high-water mark did not move, the '
+                           'memory instrument is broken (is MALLOC_MMAP_THRESHOLD_ set?)')
+    return {'time_ms': 1e3 * statistics.median(times), 'peak_mb': peak_kb / 1024.0, 'loss': float(loss),
+            'method': method}
 
 
 def _run_child(variant, shape, repeats):
     cmd = [sys.executable, '-m', 'benchmarks.aaf_loss', '--child', variant, '--shapes', ','.join(map(str, shape)),
            '--repeats', str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **CHILD_ENV}
+    with tempfile.TemporaryDirectory() as dump_dir:
+        if VARIANTS[variant][1]:  # XLA: dump the buffer assignment of the compiled step
+            env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + f' --xla_dump_to={dump_dir}').strip()
+            env['AAF_BENCH_XLA_DUMP'] = dump_dir
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f'benchmark child {variant} {shape} failed:\n{out.stderr[-3000:]}')
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -104,7 +141,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--shapes', nargs='+', default=list(DEFAULT_SHAPES), help='N,H,W,C per shape')
     parser.add_argument('--repeats', type=int, default=5, help='timed calls per variant (median reported)')
-    parser.add_argument('--child', choices=('fused', 'original'), help=argparse.SUPPRESS)
+    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS),
+                        help='implementations to measure (original and the default one are always measured)')
+    parser.add_argument('--child', choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         shapes = [tuple(int(v) for v in s.split(',')) for s in args.shapes]
@@ -115,15 +154,23 @@ def main(argv=None):
     if args.child:
         print(json.dumps(_measure(args.child, shapes[0], args.repeats)))
         return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    from common.ops.affinity_fused import resolve_impl
+    default = resolve_impl('auto')  # what training uses here; builds the kernel once if needed
+    variants = [v for v in VARIANTS if v in set(args.variants) | {'original', default}]
+    print(f'load average before: {" ".join(f"{v:.2f}" for v in os.getloadavg())} on {os.cpu_count()} CPUs; '
+          f'peak memory: {MEMORY_METHOD}', flush=True)
     results = {}
     for shape in shapes:
-        for variant in ('original', 'fused'):
+        for variant in variants:
             r = _run_child(variant, shape, args.repeats)
             results[shape, variant] = r
             print(f'{variant:8s} {list(shape)}: {r["time_ms"]:8.1f} ms fwd+bwd (median of {args.repeats}), '
                   f'peak memory {r["peak_mb"]:8.1f} MB ({r["method"]}), loss {r["loss"]:.6f}', flush=True)
+    print(f'load average after: {" ".join(f"{v:.2f}" for v in os.getloadavg())}; default training '
+          f'implementation (fused): {default}')
     largest = max(shapes, key=lambda s: s[0] * s[1] * s[2] * s[3])
-    orig, fused = results[largest, 'original'], results[largest, 'fused']
+    orig, fused = results[largest, 'original'], results[largest, default]
     print(f'fused vs original: time ratio {orig["time_ms"] / fused["time_ms"]:.1f}x, '
           f'peak memory ratio {orig["peak_mb"] / fused["peak_mb"]:.1f}x')
 

@@ -26,14 +26,59 @@ offset is kept) as ONE elementwise loop that writes the gradient of each pixel z
 evaluates the pair (z, z+d) in both roles (z the centre with offset d, z the neighbour of centre z+d with offset
 -d), which share the log differences and edge channels, so no scatter is needed.
 
+Implementations (`impl`): 'xla' is this module's stencil op (any device, XLA-compilable); 'kernel' is the
+compiled C++ CPU kernel of `common.ops.affinity_kernel` (same maths, built on first use); 'auto' takes the
+kernel on CPU and the XLA op where the kernel cannot run (a GPU is visible, the call is being XLA-compiled, or
+the kernel cannot be built / loaded -- then one line is logged).
+
 Divergence from the original (Q-A3): an empty edge or non-edge set contributes 0 (the original's mean of an
 empty tensor is NaN). The reference losses in `aaf.losses` keep the NaN.
 """
+import logging
+
 import tensorflow as tf
 
 CLIP_LOW = 1e-4
 CLIP_HIGH = 1.0
 _PAD_PROB = 0.5  # any value with finite logs: padded pixels only meet zero masks
+IMPLEMENTATIONS = ('auto', 'kernel', 'xla')
+_logger = logging.getLogger(__name__)
+_fallback_logged = []
+
+
+def _in_xla_context():
+    """True while tracing a function that XLA will compile (jit_compile=True); the C++ op has no XLA kernel."""
+    try:
+        from tensorflow.python.ops import control_flow_util  # no public equivalent
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):  # a TensorFlow without it: assume no XLA context
+        return False
+
+
+@tf.autograph.experimental.do_not_convert
+def resolve_impl(impl):
+    """'kernel' or 'xla' for `impl` in IMPLEMENTATIONS ('auto': the kernel on CPU when it loads).
+
+    Raises:
+      ValueError: unknown impl. KernelUnavailableError: impl='kernel' and the kernel cannot be built or loaded.
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f'affinity_field_loss: impl must be one of {IMPLEMENTATIONS}, got {impl!r}')
+    if impl == 'xla':
+        return 'xla'
+    from common.ops import affinity_kernel
+    if impl == 'kernel':
+        affinity_kernel.load_kernel(raise_errors=True)
+        return 'kernel'
+    if tf.config.list_logical_devices('GPU') or _in_xla_context():
+        return 'xla'
+    if affinity_kernel.load_kernel() is None:
+        if not _fallback_logged:
+            _fallback_logged.append(True)
+            _logger.warning('affinity-field C++ kernel unavailable (%s); using the XLA op',
+                            affinity_kernel.unavailable_reason())
+        return 'xla'
+    return 'kernel'
 
 
 def _offsets(size):
@@ -62,7 +107,8 @@ class _Shifted:
         return self.padded[:, r0:r0 + self.height, c0:c0 + self.width]
 
 
-def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_edge=None, w_not_edge=None):
+def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_edge=None, w_not_edge=None,
+                        impl='xla'):
     """Edge / non-edge means of the (adaptive) affinity-field loss for several sizes in one call.
 
     Args:
@@ -73,6 +119,7 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
       sizes: neighbour distances (python ints), e.g. (1,) for AFF, (1, 2, 3) for AAF.
       w_edge, w_not_edge: optional per-class weights [C, len(sizes)] (AAF: softmax of the adversarial
         variables over the sizes); the weight of a pair is that of its centre class. None = weight 1 (AFF).
+      impl: 'xla' (this module's op), 'kernel' (compiled CPU kernel) or 'auto' (kernel on CPU, else XLA).
     Returns:
       (edge_means [S], not_edge_means [S], edge_counts [S] int32, not_edge_counts [S] int32); S = len(sizes).
       mean = sum of the (weighted) terms / number of terms, 0 for an empty set. Differentiable w.r.t. probs,
@@ -95,6 +142,10 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
     w_edge = ones if w_edge is None else tf.reshape(tf.cast(w_edge, tf.float32), [num_classes, num_sizes])
     w_not_edge = ones if w_not_edge is None else tf.reshape(
         tf.cast(w_not_edge, tf.float32), [num_classes, num_sizes])
+    if probs.shape[-1] is not None and probs.shape[-1] != num_classes:
+        raise ValueError(f'affinity_field_loss: probs have {probs.shape[-1]} channels, num_classes={num_classes}')
+    if resolve_impl(impl) == 'kernel':
+        return _kernel_means(labels, probs, kld_margin, sizes, w_edge, w_not_edge)
     height, width = _spatial_dims(probs)
     reach = max(sizes)
 
@@ -224,4 +275,17 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
         return (edge_means, not_edge_means), grad_fn
 
     edge_means, not_edge_means = means_fn(probs, w_edge, w_not_edge)
+    return edge_means, not_edge_means, edge_counts, not_edge_counts
+
+
+def _kernel_means(labels, probs, kld_margin, sizes, w_edge, w_not_edge):
+    """The compiled kernel's per-class sums turned into the weighted means (gradients w.r.t. the weights by
+    TensorFlow's autodiff of these few ops, w.r.t. probs by the kernel's registered gradient)."""
+    from common.ops.affinity_kernel import affinity_field_class_sums
+    num_sizes = len(sizes)
+    class_sums, edge_counts, not_edge_counts = affinity_field_class_sums(labels, probs, kld_margin, sizes)
+    inv_edge = tf.math.divide_no_nan(1.0, tf.cast(edge_counts, tf.float32))
+    inv_not_edge = tf.math.divide_no_nan(1.0, tf.cast(not_edge_counts, tf.float32))
+    edge_means = tf.reduce_sum(w_edge * class_sums[:, :num_sizes], axis=0) * inv_edge
+    not_edge_means = tf.reduce_sum(w_not_edge * class_sums[:, num_sizes:], axis=0) * inv_not_edge
     return edge_means, not_edge_means, edge_counts, not_edge_counts

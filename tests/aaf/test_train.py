@@ -513,3 +513,25 @@ def test_two_replicas_equal_one_device_in_affinity_modes(mode):
     for name, update in single.items():
         assert np.abs(update).max() > 0, name  # every variable moved, the adversarial ones too
         np.testing.assert_allclose(multi[name], update, rtol=0, atol=1e-4 * np.abs(update).max(), err_msg=name)
+
+
+def test_affinity_impl_flag_picks_the_implementation_and_all_agree():
+    """--affinity-impl reaches aaf_loss_terms: kernel, xla and reference give the same AAF term; a clash with
+    --nofused-loss is an error naming both flags."""
+    assert parse_train_flags(['--affinity-impl', 'xla']).affinity_impl == 'xla'
+    assert parse_train_flags([]).affinity_impl is None
+    from aaf.losses import AdaptiveAffinityWeights
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(2, 12, 12, 5)).astype(np.float32) * 3)
+    labels = np.repeat(np.repeat(rng.integers(0, 5, (2, 4, 4)), 3, 1), 3, 2).astype(np.uint8)[..., None]
+    weights = AdaptiveAffinityWeights(5)
+    terms = {}
+    for impl in ('kernel', 'xla', 'reference', None):
+        loss_fn = aaf_train.make_loss_fn('aaf', 5, 10, 3.0, 1.0, 1.0, weights=weights, fused=impl != 'reference',
+                                         impl=impl)
+        terms[impl], _ = loss_fn(lambda images, training: logits, (None, labels), True, 2)
+    for impl in ('kernel', 'xla', None):
+        np.testing.assert_allclose(terms[impl]['aaf_loss'], terms['reference']['aaf_loss'], rtol=1e-5)
+    with pytest.raises(ValueError, match='--affinity_impl'):
+        aaf_train.make_loss_fn('aaf', 5, 10, 3.0, 1.0, 1.0, weights=weights, fused=False, impl='kernel')(
+            lambda images, training: logits, (None, labels), True, 2)

@@ -1,0 +1,518 @@
+// CPU kernel of the affinity-field (AFF / AAF) loss: per-centre-class edge and non-edge sums for several
+// neighbour sizes in one pass, and its gradient w.r.t. the probabilities.
+//
+// Built on first use by common/ops/affinity_kernel.py (g++, tf.sysconfig flags). The maths is that of
+// common/ops/affinity_fused.py (see its docstring); the XLA op and the literal losses are the test oracles.
+//
+// Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed per band of rows
+// (plus max(size) rows of halo) into a per-thread table [rows, W, 4, Cp] that stays in cache (Cp = C rounded up
+// to 8, zero padding, so every channel loop is a whole number of 8-float vectors and padded channels contribute
+// KL 0); nothing of size [N,H,W,C] is allocated besides the gradient. Labels are copied once into a map padded by
+// 2 * max(size) with -1 (ignored), so neighbour and bidirectional-ignore checks need no bounds tests.
+//
+// Forward: for each labelled centre p, size s and offset d with p+d and p-d labelled, KL summed over channels
+// (one vector loop), attributed to the centre's class; for labels a != b channels a, b are edges (hinge
+// max(0, m - KL)) and the other C-2 non-edges. Rows are split into fixed blocks (deterministic sums, double
+// accumulators), run on TensorFlow's CPU thread pool.
+//
+// Backward: each pixel z writes its own gradient (no scatter, no atomics): for every offset d it takes the pair
+// (z, z+d) in both roles -- z the centre (offset d) and z the neighbour of centre z+d (offset -d) -- which
+// share the log differences and the edge channels. Gradients follow TensorFlow's for the original ops
+// (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/lib/core/threadpool.h"
+
+namespace {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+
+constexpr float kClipLow = 1e-4f;
+constexpr float kClipHigh = 1.0f;
+constexpr int kLanes = 8;
+// Slots of the per-pixel temporary: clipped P, clipped 1-P, their logs.
+enum Slot { kPos = 0, kNeg = 1, kLogPos = 2, kLogNeg = 3, kSlots = 4 };
+
+inline float Clip(float v) { return std::max(std::min(v, kClipHigh), kClipLow); }
+
+// Natural log of a positive normal float, branch-free so that loops over it vectorise (std::log does not
+// without -ffast-math). Cephes' logf polynomial: |relative error| ~ 1e-7 on [1e-4, 1], the clipped range.
+inline float FastLog(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  float exponent = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const bool small = m < 0.707106781186547524f;
+  exponent -= small ? 1.0f : 0.0f;
+  m = (small ? m + m : m) - 1.0f;  // m in [sqrt(0.5) - 1, sqrt(2) - 1)
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * exponent;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * exponent;
+}
+
+// Shape, sizes and the padded label map shared by the forward and backward kernels.
+struct Geometry {
+  int64_t n = 0, h = 0, w = 0, c = 0, cp = 0;
+  int reach = 0, pad = 0;  // pad = 2 * reach (the bidirectional ignore reads p - d and, backward, z + 2d)
+  int64_t ph = 0, pw = 0;  // padded label map height / width
+  std::vector<int> sizes;
+  std::vector<int32_t> label_map;  // [n, ph, pw], class or -1
+
+  int64_t Pixel(int64_t img, int64_t y, int64_t x) const { return (img * h + y) * w + x; }
+  int64_t LabelIndex(int64_t img, int64_t y, int64_t x) const {
+    return (img * ph + y + pad) * pw + x + pad;
+  }
+};
+
+// Validates inputs and fills the geometry and padded label map.
+absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geometry* g) {
+  const Tensor& labels = ctx->input(0);
+  const Tensor& probs = ctx->input(1);
+  if (labels.dims() != 3) {
+    return InvalidArgument("affinity_field: labels must be [N,H,W], got ", labels.shape().DebugString());
+  }
+  if (probs.dims() != 4) {
+    return InvalidArgument("affinity_field: probs must be [N,H,W,C], got ", probs.shape().DebugString());
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (labels.dim_size(i) != probs.dim_size(i)) {
+      return InvalidArgument("affinity_field: labels ", labels.shape().DebugString(), " and probs ",
+                             probs.shape().DebugString(), " disagree on N,H,W");
+    }
+  }
+  g->n = probs.dim_size(0);
+  g->h = probs.dim_size(1);
+  g->w = probs.dim_size(2);
+  g->c = probs.dim_size(3);
+  g->cp = (g->c + kLanes - 1) / kLanes * kLanes;
+  g->sizes = sizes;
+  g->reach = *std::max_element(sizes.begin(), sizes.end());
+  g->pad = 2 * g->reach;
+  g->ph = g->h + 2 * g->pad;
+  g->pw = g->w + 2 * g->pad;
+  g->label_map.assign(g->n * g->ph * g->pw, -1);
+  const auto lab = labels.flat<int32_t>();
+  for (int64_t img = 0; img < g->n; ++img) {
+    for (int64_t y = 0; y < g->h; ++y) {
+      for (int64_t x = 0; x < g->w; ++x) {
+        const int32_t v = lab(g->Pixel(img, y, x));
+        g->label_map[g->LabelIndex(img, y, x)] = (v >= 0 && v < g->c) ? v : -1;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Fills rows [y_begin, y_end) of image img into a local table [(y - y_begin) * W + x][4][Cp].
+void FillRows(const Geometry& g, const float* probs, int64_t img, int64_t y_begin, int64_t y_end, float* table) {
+  const int64_t c = g.c, cp = g.cp;
+  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
+    const float* p = probs + (g.Pixel(img, y_begin, 0) + i) * c;
+    float* t = table + i * kSlots * cp;
+#pragma omp simd
+    for (int64_t k = 0; k < c; ++k) {
+      const float pos = Clip(p[k]);
+      const float neg = Clip(1.0f - p[k]);
+      t[kPos * cp + k] = pos;
+      t[kNeg * cp + k] = neg;
+      t[kLogPos * cp + k] = FastLog(pos);
+      t[kLogNeg * cp + k] = FastLog(neg);
+    }
+    for (int64_t k = c; k < cp; ++k) {
+      t[kPos * cp + k] = t[kNeg * cp + k] = t[kLogPos * cp + k] = t[kLogNeg * cp + k] = 0.0f;
+    }
+  }
+}
+
+// Work units: bands of `rows` rows of one image. Each band's table (its rows plus `reach` rows of halo on each
+// side) is filled by the thread that processes it and stays in that core's cache; no [N,H,W,4,Cp] temporary.
+// The partition is fixed by the shape and thread count, so the forward sums are deterministic.
+struct Tiling {
+  int64_t rows = 1, bands_per_image = 1, units = 1;
+
+  Tiling(OpKernelContext* ctx, const Geometry& g) {
+    const int threads = std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
+    rows = std::min<int64_t>(16, std::max<int64_t>(1, g.h));
+    while (rows > 4 && g.n * ((g.h + rows - 1) / rows) < 2 * threads) rows /= 2;
+    bands_per_image = (g.h + rows - 1) / rows;
+    units = g.n * bands_per_image;
+  }
+  // Image and row range [y_begin, y_end) of a unit; its table covers [table_begin, table_end).
+  void Band(const Geometry& g, int64_t unit, int64_t* img, int64_t* y_begin, int64_t* y_end,
+            int64_t* table_begin, int64_t* table_end) const {
+    *img = unit / bands_per_image;
+    *y_begin = (unit % bands_per_image) * rows;
+    *y_end = std::min<int64_t>(g.h, *y_begin + rows);
+    *table_begin = std::max<int64_t>(0, *y_begin - g.reach);
+    *table_end = std::min<int64_t>(g.h, *y_end + g.reach);
+  }
+  int64_t TableFloats(const Geometry& g) const { return (rows + 2 * g.reach) * g.w * kSlots * g.cp; }
+};
+
+// The 8 offsets of a size.
+void Offsets(int size, int (*out)[2]) {
+  int k = 0;
+  for (int dy = -1; dy <= 1; ++dy) {
+    for (int dx = -1; dx <= 1; ++dx) {
+      if (dy == 0 && dx == 0) continue;
+      out[k][0] = dy * size;
+      out[k][1] = dx * size;
+      ++k;
+    }
+  }
+}
+
+// KL of channel k of the pair (centre t_p, neighbour t_q).
+inline float ChannelKl(const float* tp, const float* tq, int64_t cp, int64_t k) {
+  return tq[kPos * cp + k] * (tq[kLogPos * cp + k] - tp[kLogPos * cp + k]) +
+         tq[kNeg * cp + k] * (tq[kLogNeg * cp + k] - tp[kLogNeg * cp + k]);
+}
+
+// Forward over rows [y_begin, y_end) of image img (table: rows from table_begin): per-class edge / non-edge
+// sums [C * S] each and counts [S] each.
+// kCp > 0 fixes the padded channel count at compile time (whole unrolled vectors, centre values in
+// registers); kCp == 0 reads it from the geometry.
+template <int kCp>
+void ForwardRows(const Geometry& g, const float* table, int64_t table_begin, const int* offsets, float margin,
+                 int64_t img, int64_t y_begin, int64_t y_end, double* edge_sum, double* not_edge_sum,
+                 int64_t* edge_count, int64_t* not_edge_count) {
+  const int64_t cp = kCp > 0 ? kCp : g.cp;
+  const int64_t num_sizes = g.sizes.size();
+  std::vector<float> kl_heap(kCp > 0 ? 0 : cp);
+  alignas(32) float kl_stack[kCp > 0 ? kCp : 1];
+  float* kl_sum = kCp > 0 ? kl_stack : kl_heap.data();
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < g.w; ++x) {
+      const int64_t centre_label = g.LabelIndex(img, y, x);
+      const int a = g.label_map[centre_label];
+      if (a < 0) continue;
+      const float* tp = table + ((y - table_begin) * g.w + x) * kSlots * cp;
+      for (int64_t s = 0; s < num_sizes; ++s) {
+        const int* off = offsets + s * 16;
+        // KL of every channel summed over the pairs of this centre and size (one horizontal sum per centre
+        // and size, not per pair); the edge channels' KL is taken out again below.
+        std::fill(kl_sum, kl_sum + cp, 0.0f);
+        double edge_acc = 0.0, edge_channels_kl = 0.0;
+        int64_t n_edge = 0, n_pairs = 0;
+        for (int k = 0; k < 8; ++k) {
+          const int dy = off[2 * k], dx = off[2 * k + 1];
+          const int b = g.label_map[centre_label + dy * g.pw + dx];
+          if (b < 0 || g.label_map[centre_label - dy * g.pw - dx] < 0) continue;
+          const float* tq = table + ((y + dy - table_begin) * g.w + x + dx) * kSlots * cp;
+#pragma omp simd
+          for (int64_t ch = 0; ch < cp; ++ch) {
+            kl_sum[ch] += tq[kPos * cp + ch] * (tq[kLogPos * cp + ch] - tp[kLogPos * cp + ch]) +
+                          tq[kNeg * cp + ch] * (tq[kLogNeg * cp + ch] - tp[kLogNeg * cp + ch]);
+          }
+          ++n_pairs;
+          if (a != b) {
+            const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, b);
+            edge_acc += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
+            edge_channels_kl += static_cast<double>(kl_a) + kl_b;
+            ++n_edge;
+          }
+        }
+        float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+        for (int64_t ch = 0; ch < cp; ++ch) total += kl_sum[ch];
+        const double not_edge_acc = static_cast<double>(total) - edge_channels_kl;
+        edge_sum[a * num_sizes + s] += edge_acc;
+        not_edge_sum[a * num_sizes + s] += not_edge_acc;
+        edge_count[s] += 2 * n_edge;
+        not_edge_count[s] += g.c * n_pairs - 2 * n_edge;
+      }
+    }
+  }
+}
+
+// Backward over rows [y_begin, y_end) of image img: writes d loss / d probs of every pixel of those rows.
+template <int kCp>
+void BackwardRows(const Geometry& g, const float* probs, const float* table, int64_t table_begin,
+                  const float* grad_sums, const int* offsets, float margin, int64_t img, int64_t y_begin,
+                  int64_t y_end, float* grad) {
+  const int64_t cp = kCp > 0 ? kCp : g.cp;
+  const int64_t c = g.c, num_sizes = g.sizes.size();
+  // d loss / d P~(z) and d loss / d (1-P)~(z), split into the centre part (divided by P~(z) once at the end)
+  // and the neighbour part.
+  // A local array when the channel count is static: the compiler then knows the table does not alias it
+  // and keeps the accumulators in registers.
+  std::vector<float> acc_heap(kCp > 0 ? 0 : 4 * cp);
+  alignas(32) float acc_stack[kCp > 0 ? 4 * kCp : 1];
+  float* acc = kCp > 0 ? acc_stack : acc_heap.data();
+  float* centre_pos = acc;
+  float* centre_neg = centre_pos + cp;
+  float* neighbour_pos = centre_neg + cp;
+  float* neighbour_neg = neighbour_pos + cp;
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < g.w; ++x) {
+      float* out = grad + g.Pixel(img, y, x) * c;
+      const int64_t z_label = g.LabelIndex(img, y, x);
+      const int a = g.label_map[z_label];
+      if (a < 0) {  // every pair of z needs z labelled
+        std::fill(out, out + c, 0.0f);
+        continue;
+      }
+      std::fill(acc, acc + 4 * cp, 0.0f);
+      const float* tz = table + ((y - table_begin) * g.w + x) * kSlots * cp;
+      for (int64_t s = 0; s < num_sizes; ++s) {
+        const int* off = offsets + s * 16;
+        for (int k = 0; k < 8; ++k) {
+          const int dy = off[2 * k], dx = off[2 * k + 1];
+          const int64_t q_label = z_label + dy * g.pw + dx;
+          const int b = g.label_map[q_label];
+          if (b < 0) continue;
+          // Role 1: z the centre, z+d the neighbour (needs z-d labelled). Role 2: z+d the centre, z the
+          // neighbour at offset -d (needs z+2d labelled).
+          const bool as_centre = g.label_map[z_label - dy * g.pw - dx] >= 0;
+          const bool as_neighbour = g.label_map[q_label + dy * g.pw + dx] >= 0;
+          if (!as_centre && !as_neighbour) continue;
+          const float* tq = table + ((y + dy - table_begin) * g.w + x + dx) * kSlots * cp;
+          const float g_centre = as_centre ? grad_sums[a * 2 * num_sizes + num_sizes + s] : 0.0f;
+          const float g_neighbour = as_neighbour ? grad_sums[b * 2 * num_sizes + num_sizes + s] : 0.0f;
+#pragma omp simd
+          for (int64_t ch = 0; ch < cp; ++ch) {
+            const float diff_pos = tq[kLogPos * cp + ch] - tz[kLogPos * cp + ch];
+            const float diff_neg = tq[kLogNeg * cp + ch] - tz[kLogNeg * cp + ch];
+            centre_pos[ch] += g_centre * tq[kPos * cp + ch];
+            centre_neg[ch] += g_centre * tq[kNeg * cp + ch];
+            neighbour_pos[ch] += g_neighbour * (1.0f - diff_pos);
+            neighbour_neg[ch] += g_neighbour * (1.0f - diff_neg);
+          }
+          if (a == b) continue;
+          // Edge channels a and b: the hinge replaces the non-edge weight.
+          for (const int ch : {a, b}) {
+            const float diff_pos = tq[kLogPos * cp + ch] - tz[kLogPos * cp + ch];
+            const float diff_neg = tq[kLogNeg * cp + ch] - tz[kLogNeg * cp + ch];
+            if (as_centre) {
+              const float kl = tq[kPos * cp + ch] * diff_pos + tq[kNeg * cp + ch] * diff_neg;
+              const float fix = (kl < margin ? -grad_sums[a * 2 * num_sizes + s] : 0.0f) - g_centre;
+              centre_pos[ch] += fix * tq[kPos * cp + ch];
+              centre_neg[ch] += fix * tq[kNeg * cp + ch];
+            }
+            if (as_neighbour) {
+              const float kl = -(tz[kPos * cp + ch] * diff_pos + tz[kNeg * cp + ch] * diff_neg);
+              const float fix = (kl < margin ? -grad_sums[b * 2 * num_sizes + s] : 0.0f) - g_neighbour;
+              neighbour_pos[ch] += fix * (1.0f - diff_pos);
+              neighbour_neg[ch] += fix * (1.0f - diff_neg);
+            }
+          }
+        }
+      }
+      const float* p = probs + g.Pixel(img, y, x) * c;
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const float v = p[ch], nv = 1.0f - v;
+        const float pos_pass = (v >= kClipLow && v <= kClipHigh) ? 1.0f : 0.0f;
+        const float neg_pass = (nv >= kClipLow && nv <= kClipHigh) ? 1.0f : 0.0f;
+        out[ch] = pos_pass * (neighbour_pos[ch] - centre_pos[ch] / tz[kPos * cp + ch]) -
+                  neg_pass * (neighbour_neg[ch] - centre_neg[ch] / tz[kNeg * cp + ch]);
+      }
+    }
+  }
+}
+
+// Calls fn.template operator()<kCp>() with kCp = cp for the common padded channel counts (VOC's 21 and
+// Cityscapes' 19 classes pad to 24), 0 (dynamic) otherwise.
+template <typename Fn>
+void DispatchChannels(int64_t cp, Fn&& fn) {
+  switch (cp) {
+    case 8: fn(std::integral_constant<int, 8>()); break;
+    case 16: fn(std::integral_constant<int, 16>()); break;
+    case 24: fn(std::integral_constant<int, 24>()); break;
+    case 32: fn(std::integral_constant<int, 32>()); break;
+    default: fn(std::integral_constant<int, 0>()); break;
+  }
+}
+
+std::vector<int> AllOffsets(const std::vector<int>& sizes) {
+  std::vector<int> offsets(sizes.size() * 16);
+  for (size_t s = 0; s < sizes.size(); ++s) Offsets(sizes[s], reinterpret_cast<int(*)[2]>(&offsets[s * 16]));
+  return offsets;
+}
+
+// The attributes both kernels share.
+class AffinityFieldOpBase : public OpKernel {
+ public:
+  explicit AffinityFieldOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("sizes", &sizes_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kld_margin", &margin_));
+    for (int s : sizes_) OP_REQUIRES(ctx, s >= 1, InvalidArgument("affinity_field: sizes must be >= 1"));
+  }
+
+ protected:
+  std::vector<int> sizes_;
+  float margin_ = 0.0f;
+};
+
+class AffinityFieldSumsOp : public AffinityFieldOpBase {
+ public:
+  using AffinityFieldOpBase::AffinityFieldOpBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Geometry g;
+    OP_REQUIRES_OK(ctx, Prepare(ctx, sizes_, &g));
+    const int64_t num_sizes = g.sizes.size();
+    Tensor* class_sums = nullptr;
+    Tensor* edge_counts = nullptr;
+    Tensor* not_edge_counts = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.c, 2 * num_sizes}), &class_sums));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({num_sizes}), &edge_counts));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_sizes}), &not_edge_counts));
+    const float* probs = ctx->input(1).flat<float>().data();
+    const Tiling tiling(ctx, g);
+    const int64_t blocks = tiling.units;
+    // Per unit: [C * S] edge sums, [C * S] non-edge sums (double), [S] edge and non-edge counts.
+    std::vector<double> sums(blocks * 2 * g.c * num_sizes, 0.0);
+    std::vector<int64_t> counts(blocks * 2 * num_sizes, 0);
+    const std::vector<int> offsets = AllOffsets(g.sizes);
+    auto work = [&](int64_t block_begin, int64_t block_end) {
+      std::vector<float> table(tiling.TableFloats(g));
+      for (int64_t block = block_begin; block < block_end; ++block) {
+        double* edge_sum = &sums[block * 2 * g.c * num_sizes];
+        int64_t* edge_count = &counts[block * 2 * num_sizes];
+        int64_t img, y_begin, y_end, table_begin, table_end;
+        tiling.Band(g, block, &img, &y_begin, &y_end, &table_begin, &table_end);
+        FillRows(g, probs, img, table_begin, table_end, table.data());
+        DispatchChannels(g.cp, [&](auto cp_constant) {
+          ForwardRows<decltype(cp_constant)::value>(g, table.data(), table_begin, offsets.data(), margin_, img,
+                                                    y_begin, y_end, edge_sum, edge_sum + g.c * num_sizes,
+                                                    edge_count, edge_count + num_sizes);
+        });
+      }
+    };
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+        blocks, tiling.rows * g.w * 24 * g.cp * 20, work);
+
+    auto out_sums = class_sums->matrix<float>();
+    auto out_edge = edge_counts->flat<int32_t>();
+    auto out_not_edge = not_edge_counts->flat<int32_t>();
+    for (int64_t s = 0; s < num_sizes; ++s) {
+      int64_t n_edge = 0, n_not_edge = 0;
+      for (int64_t block = 0; block < blocks; ++block) {
+        n_edge += counts[block * 2 * num_sizes + s];
+        n_not_edge += counts[block * 2 * num_sizes + num_sizes + s];
+      }
+      OP_REQUIRES(ctx, n_not_edge <= INT32_MAX,
+                  InvalidArgument("affinity_field: more than 2^31 pairs; split the batch"));
+      out_edge(s) = static_cast<int32_t>(n_edge);
+      out_not_edge(s) = static_cast<int32_t>(n_not_edge);
+      for (int64_t cls = 0; cls < g.c; ++cls) {
+        double e = 0.0, ne = 0.0;
+        for (int64_t block = 0; block < blocks; ++block) {
+          const double* base = &sums[block * 2 * g.c * num_sizes];
+          e += base[cls * num_sizes + s];
+          ne += base[g.c * num_sizes + cls * num_sizes + s];
+        }
+        out_sums(cls, s) = static_cast<float>(e);
+        out_sums(cls, num_sizes + s) = static_cast<float>(ne);
+      }
+    }
+  }
+
+};
+
+class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
+ public:
+  using AffinityFieldOpBase::AffinityFieldOpBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Geometry g;
+    OP_REQUIRES_OK(ctx, Prepare(ctx, sizes_, &g));
+    const int64_t num_sizes = g.sizes.size();
+    const Tensor& grad_sums_t = ctx->input(2);
+    OP_REQUIRES(ctx,
+                grad_sums_t.dims() == 2 && grad_sums_t.dim_size(0) == g.c &&
+                    grad_sums_t.dim_size(1) == 2 * num_sizes,
+                InvalidArgument("affinity_field_grad: grad_class_sums must be [C, 2S], got ",
+                                grad_sums_t.shape().DebugString()));
+    Tensor* grad_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(1).shape(), &grad_t));
+    const float* probs = ctx->input(1).flat<float>().data();
+    const float* grad_sums = grad_sums_t.flat<float>().data();  // [C, 2S]: edge columns, then non-edge
+    float* grad = grad_t->flat<float>().data();
+    const std::vector<int> offsets = AllOffsets(g.sizes);
+    const Tiling tiling(ctx, g);
+    auto work = [&](int64_t unit_begin, int64_t unit_end) {
+      std::vector<float> table(tiling.TableFloats(g));
+      for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+        int64_t img, y_begin, y_end, table_begin, table_end;
+        tiling.Band(g, unit, &img, &y_begin, &y_end, &table_begin, &table_end);
+        FillRows(g, probs, img, table_begin, table_end, table.data());
+        DispatchChannels(g.cp, [&](auto cp_constant) {
+          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), table_begin, grad_sums,
+                                                     offsets.data(), margin_, img, y_begin, y_end, grad);
+        });
+      }
+    };
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+        tiling.units, tiling.rows * g.w * 24 * g.cp * 30, work);
+  }
+
+};
+
+}  // namespace
+
+REGISTER_OP("AffinityFieldSums")
+    .Input("labels: int32")
+    .Input("probs: float")
+    .Attr("sizes: list(int) >= 1")
+    .Attr("kld_margin: float")
+    .Output("class_sums: float")
+    .Output("edge_counts: int32")
+    .Output("not_edge_counts: int32")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      std::vector<int> sizes;
+      TF_RETURN_IF_ERROR(c->GetAttr("sizes", &sizes));
+      tensorflow::shape_inference::ShapeHandle probs;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &probs));
+      const int64_t num_sizes = sizes.size();
+      c->set_output(0, c->Matrix(c->Dim(probs, 3), 2 * num_sizes));
+      c->set_output(1, c->Vector(num_sizes));
+      c->set_output(2, c->Vector(num_sizes));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Per-centre-class edge / non-edge sums of the affinity-field loss for several sizes.
+class_sums: [C, 2S]; columns 0..S-1 edge sums, S..2S-1 non-edge sums.
+)doc");
+
+REGISTER_OP("AffinityFieldSumsGrad")
+    .Input("labels: int32")
+    .Input("probs: float")
+    .Input("grad_class_sums: float")
+    .Attr("sizes: list(int) >= 1")
+    .Attr("kld_margin: float")
+    .Output("grad_probs: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("AffinityFieldSums").Device(DEVICE_CPU), AffinityFieldSumsOp);
+REGISTER_KERNEL_BUILDER(Name("AffinityFieldSumsGrad").Device(DEVICE_CPU), AffinityFieldSumsGradOp);
