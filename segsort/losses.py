@@ -5,8 +5,8 @@
   * k-means runs for all images of the batch in one batched set of ops (`clustering.batch_kmeans_with_initial_labels`)
     instead of a Python loop that builds one graph per image;
   * the NCA likelihood is one fused op (`vmf_nca_loss`) whose gradient is written out: the [pixels x prototypes]
-    similarity matrix is the only large tensor (recomputed in the backward pass), instead of the several
-    same-sized masks and products the original keeps for autodiff;
+    similarity matrix is the only large tensor kept between the passes, instead of the several same-sized masks
+    and products the original keeps for autodiff;
   * a batch without valid pixels gives loss 0 instead of NaN.
 
 Memory bank (aaf_segsort.md 7.3 step 5, quirk Q-S1): the original creates `num_banks` banks of 25*B random
@@ -108,7 +108,8 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
 
     @tf.custom_gradient
     def loss_fn(emb, protos):
-        similarities = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
+        # kappa goes onto the [N, D] side of the matmul, not onto the [N, S] logits.
+        similarities = tf.exp(tf.matmul(emb * kappa, protos, transpose_b=True))
         numerator, denominator, use_others = _nca_terms(similarities, segment_ids, prototype_class, pixel_class,
                                                         num_classes)
         count = tf.cast(tf.shape(emb)[0], emb.dtype)
@@ -124,12 +125,12 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             inv_den, inv_num = 1.0 / denominator, 1.0 / numerator
             own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
             table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
-            # Recompute S rather than keep it alive between the passes.
-            sims = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
+            # S is kept from the forward pass: at the backward peak it lives next to its gradient whether kept or
+            # recomputed, so keeping it costs no peak memory and saves a matmul and an exp over [N, S].
             # table[:, class_j] for every prototype j as one small matmul (faster than a gather along axis 1).
-            logits_grad = sims * tf.matmul(table, tf.one_hot(prototype_class, num_classes, dtype=table.dtype),
-                                           transpose_b=True)
-            self_sims = tf.gather(sims, segment_ids, axis=1, batch_dims=1)
+            logits_grad = similarities * tf.matmul(table, tf.one_hot(prototype_class, num_classes,
+                                                                     dtype=table.dtype), transpose_b=True)
+            self_sims = tf.gather(similarities, segment_ids, axis=1, batch_dims=1)
             correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
             grad_emb = tf.matmul(logits_grad, protos) + correction[:, tf.newaxis] * tf.gather(protos, segment_ids)
