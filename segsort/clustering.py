@@ -3,8 +3,8 @@
 Functions with an original in `network/segsort/common_utils.py` keep its name, argument order and outputs
 (NaN included: a zero vector normalised, or the prototype of a label that does not occur, quirk Q-S5).
 Differences, all without effect on the original's valid results:
-  * the k-means E-step masks NaN prototypes to -inf, so an empty cluster never wins (the original relied on
-    TF CPU argmax skipping NaN);
+  * the k-means E-step gives an empty cluster (NaN prototype) similarity -inf, so it never wins (the original
+    relied on TF CPU argmax skipping NaN);
   * `batch_kmeans_with_initial_labels` clusters all images of a batch in one set of ops (segment ids offset per
     image) instead of one graph per image; `kmeans` clusters every image of a batch on its own grid (the original
     was only valid for batch 1, Q-S9).
