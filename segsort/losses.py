@@ -73,7 +73,8 @@ class MemoryBank(tf.Module):
 
 
 def _nca_terms(similarity_blocks, class_one_hot_blocks, segment_ids, pixel_class, num_classes):
-    """Numerator, denominator and which numerator form each pixel uses, from S = exp(kappa cos) in column blocks.
+    """Numerator, denominator, which numerator form each pixel uses and S at the own segment, from
+    S = exp(kappa cos) in column blocks.
 
     Args:
       similarity_blocks: list of [N, S_b]; the first block holds every pixel's own segment.
@@ -88,7 +89,7 @@ def _nca_terms(similarity_blocks, class_one_hot_blocks, segment_ids, pixel_class
     others = same - self_similarity
     use_others = others > 0
     numerator = tf.where(use_others, others, self_similarity)
-    return numerator, numerator + different, use_others
+    return numerator, numerator + different, use_others, self_similarity
 
 
 def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration,
@@ -127,8 +128,8 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
         # kappa goes onto the [N, D] side of the matmul, not onto the [N, S] logits.
         scaled = emb * kappa
         similarities = [tf.exp(tf.matmul(scaled, block, transpose_b=True)) for block in blocks]
-        numerator, denominator, use_others = _nca_terms(similarities, class_blocks, segment_ids, pixel_class,
-                                                        num_classes)
+        numerator, denominator, use_others, self_sims = _nca_terms(similarities, class_blocks, segment_ids,
+                                                                   pixel_class, num_classes)
         count = tf.cast(tf.shape(emb)[0], emb.dtype)
         loss = tf.reduce_mean(tf.math.log(denominator) - tf.math.log(numerator))
 
@@ -147,7 +148,6 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             # table[:, class_j] for every prototype j as one small matmul (faster than a gather along axis 1).
             logits_grads = [sims * tf.matmul(table, one_hot, transpose_b=True)
                             for sims, one_hot in zip(similarities, class_blocks)]
-            self_sims = tf.gather(similarities[0], segment_ids, axis=1, batch_dims=1)
             correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
             grad_emb = tf.add_n([tf.matmul(g, block) for g, block in zip(logits_grads, blocks)]
