@@ -3,8 +3,8 @@
 Functions with an original in `network/segsort/common_utils.py` keep its name, argument order and outputs
 (NaN included: a zero vector normalised, or the prototype of a label that does not occur, quirk Q-S5).
 Differences, all without effect on the original's valid results:
-  * the k-means E-step masks NaN prototypes to -inf, so an empty cluster never wins (the original relied on
-    TF CPU argmax skipping NaN);
+  * the k-means E-step gives an empty cluster (NaN prototype) similarity -inf, so it never wins (the original
+    relied on TF CPU argmax skipping NaN);
   * `batch_kmeans_with_initial_labels` clusters all images of a batch in one set of ops (segment ids offset per
     image) instead of one graph per image; `kmeans` clusters every image of a batch on its own grid (the original
     was only valid for batch 1, Q-S9).
@@ -85,14 +85,21 @@ def batch_kmeans_with_initial_labels(embedding, initial_labels, max_label, itera
     labels = tf.cast(initial_labels, tf.int64)
     initial = labels
     max_label = tf.cast(max_label, tf.int32)
-    weights = None if valid is None else tf.cast(valid, embedding.dtype)[..., tf.newaxis]
+    if valid is not None:
+        # Zero rows add exactly nothing to the prototype sums: mask once, not every M-step.
+        embedding = tf.where(valid[..., tf.newaxis], embedding, tf.zeros([], embedding.dtype))
+    zero, minus_inf = tf.zeros([], embedding.dtype), tf.constant(-np.inf, embedding.dtype)
     for _ in range(iterations):
-        one_hot = tf.one_hot(labels, max_label, dtype=embedding.dtype)  # [B, P, K]
-        if weights is not None:
-            one_hot = one_hot * weights
-        prototypes = normalize_embedding(tf.einsum('bpk,bpd->bkd', one_hot, embedding))
-        similarities = tf.einsum('bpd,bkd->bpk', embedding, prototypes)
-        labels = tf.argmax(_mask_nan(similarities), axis=-1)
+        # Clusters-major layout [B, K, P]: the arg-max runs over a non-inner axis, which TF vectorises along the
+        # pixels (an arg-max over a short inner axis of 25 is several times slower).
+        one_hot = tf.one_hot(labels, max_label, axis=1, dtype=embedding.dtype)  # [B, K, P]
+        sums = tf.matmul(one_hot, embedding)  # [B, K, D]
+        norms = tf.norm(sums, axis=-1, keepdims=True)
+        # An empty cluster (0/0 = NaN prototype in the original) must never win: a zero prototype plus a -inf bias.
+        prototypes = tf.where(norms > 0, sums / norms, zero)
+        bias = tf.where(norms > 0, zero, minus_inf)  # [B, K, 1]
+        similarities = tf.matmul(prototypes, embedding, transpose_b=True) + bias  # [B, K, P]
+        labels = tf.argmax(similarities, axis=1)
     if valid is not None:
         labels = tf.where(valid, labels, initial)
     return labels

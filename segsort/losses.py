@@ -5,8 +5,8 @@
   * k-means runs for all images of the batch in one batched set of ops (`clustering.batch_kmeans_with_initial_labels`)
     instead of a Python loop that builds one graph per image;
   * the NCA likelihood is one fused op (`vmf_nca_loss`) whose gradient is written out: the [pixels x prototypes]
-    similarity matrix is the only large tensor (recomputed in the backward pass), instead of the several
-    same-sized masks and products the original keeps for autodiff;
+    similarity matrix is the only large tensor kept between the passes, instead of the several same-sized masks
+    and products the original keeps for autodiff;
   * a batch without valid pixels gives loss 0 instead of NaN.
 
 Memory bank (aaf_segsort.md 7.3 step 5, quirk Q-S1): the original creates `num_banks` banks of 25*B random
@@ -72,21 +72,28 @@ class MemoryBank(tf.Module):
         self.memory_labels[-1].assign(tf.ensure_shape(newest_labels, [self.size]))
 
 
-def _nca_terms(similarities, segment_ids, prototype_class, pixel_class, num_classes):
-    """Numerator, denominator and which numerator form each pixel uses, from S = exp(kappa cos) [N, S]."""
-    class_one_hot = tf.one_hot(prototype_class, num_classes, dtype=similarities.dtype)  # [S, C]
-    class_sums = tf.matmul(similarities, class_one_hot)  # [N, C]
+def _nca_terms(similarity_blocks, class_one_hot_blocks, segment_ids, pixel_class, num_classes):
+    """Numerator, denominator, which numerator form each pixel uses and S at the own segment, from
+    S = exp(kappa cos) in column blocks.
+
+    Args:
+      similarity_blocks: list of [N, S_b]; the first block holds every pixel's own segment.
+      class_one_hot_blocks: list of [S_b, C] class one-hots of the blocks' prototypes.
+    """
+    class_sums = tf.add_n([tf.matmul(sims, one_hot) for sims, one_hot in
+                           zip(similarity_blocks, class_one_hot_blocks)])  # [N, C]
     own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
     same = tf.reduce_sum(tf.where(own_class, class_sums, 0.0), axis=1)
     different = tf.reduce_sum(tf.where(own_class, 0.0, class_sums), axis=1)
-    self_similarity = tf.gather(similarities, segment_ids, axis=1, batch_dims=1)
+    self_similarity = tf.gather(similarity_blocks[0], segment_ids, axis=1, batch_dims=1)
     others = same - self_similarity
     use_others = others > 0
     numerator = tf.where(use_others, others, self_similarity)
-    return numerator, numerator + different, use_others
+    return numerator, numerator + different, use_others, self_similarity
 
 
-def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration):
+def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration,
+                 num_trainable_prototypes=None):
     """Mean NCA negative log-likelihood of the vMF mixture, with a hand-written gradient.
 
     For pixel i with segment s_i and class c_i, S_ij = exp(kappa e_i . mu_j):
@@ -101,16 +108,28 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
       pixel_class: int32 [N] compact class index of every pixel.
       num_classes: number of compact classes.
       concentration: kappa.
+      num_trainable_prototypes: optional T: only the first T prototypes (the batch's segments, which hold every
+        `segment_ids` row) get a gradient; the rest (a memory bank: variables outside the graph of the embedding)
+        get zeros and their [N, S-T] block skips the prototype-gradient matmul. Default: all.
     Returns:
       scalar float32; gradients flow to `embedding` and `prototypes`.
     """
     kappa = tf.cast(concentration, embedding.dtype)
+    class_one_hot = tf.one_hot(prototype_class, num_classes, dtype=embedding.dtype)  # [S, C]
+    if num_trainable_prototypes is None:
+        class_blocks = [class_one_hot]
+    else:
+        class_blocks = [class_one_hot[:num_trainable_prototypes], class_one_hot[num_trainable_prototypes:]]
 
     @tf.custom_gradient
     def loss_fn(emb, protos):
-        similarities = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
-        numerator, denominator, use_others = _nca_terms(similarities, segment_ids, prototype_class, pixel_class,
-                                                        num_classes)
+        blocks = [protos] if num_trainable_prototypes is None else [protos[:num_trainable_prototypes],
+                                                                    protos[num_trainable_prototypes:]]
+        # kappa goes onto the [N, D] side of the matmul, not onto the [N, S] logits.
+        scaled = emb * kappa
+        similarities = [tf.exp(tf.matmul(scaled, block, transpose_b=True)) for block in blocks]
+        numerator, denominator, use_others, self_sims = _nca_terms(similarities, class_blocks, segment_ids,
+                                                                   pixel_class, num_classes)
         count = tf.cast(tf.shape(emb)[0], emb.dtype)
         loss = tf.reduce_mean(tf.math.log(denominator) - tf.math.log(numerator))
 
@@ -124,17 +143,19 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             inv_den, inv_num = 1.0 / denominator, 1.0 / numerator
             own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
             table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
-            # Recompute S rather than keep it alive between the passes.
-            sims = tf.exp(kappa * tf.matmul(emb, protos, transpose_b=True))
+            # S is kept from the forward pass: at the backward peak it lives next to its gradient whether kept or
+            # recomputed, so keeping it costs no peak memory and saves a matmul and an exp over [N, S].
             # table[:, class_j] for every prototype j as one small matmul (faster than a gather along axis 1).
-            logits_grad = sims * tf.matmul(table, tf.one_hot(prototype_class, num_classes, dtype=table.dtype),
-                                           transpose_b=True)
-            self_sims = tf.gather(sims, segment_ids, axis=1, batch_dims=1)
+            logits_grads = [sims * tf.matmul(table, one_hot, transpose_b=True)
+                            for sims, one_hot in zip(similarities, class_blocks)]
             correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
-            grad_emb = tf.matmul(logits_grad, protos) + correction[:, tf.newaxis] * tf.gather(protos, segment_ids)
-            grad_protos = tf.matmul(logits_grad, emb, transpose_a=True) + tf.math.unsorted_segment_sum(
-                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(protos)[0])
+            grad_emb = tf.add_n([tf.matmul(g, block) for g, block in zip(logits_grads, blocks)]
+                                + [correction[:, tf.newaxis] * tf.gather(protos, segment_ids)])
+            grad_protos = tf.matmul(logits_grads[0], emb, transpose_a=True) + tf.math.unsorted_segment_sum(
+                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(blocks[0])[0])
+            if len(blocks) > 1:
+                grad_protos = tf.concat([grad_protos, tf.zeros_like(blocks[1])], 0)
             return grad_emb, grad_protos
 
         return loss, grad
@@ -164,8 +185,9 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
         all_labels = tf.concat([prototype_labels, tf.cast(memory_labels, prototype_labels.dtype)], 0)
     classes, prototype_class = tf.unique(all_labels)
     pixel_class = tf.gather(prototype_class, segment_ids)
+    # Memory rows are variables outside the embedding's graph: no gradient, no prototype-gradient matmul for them.
     loss = vmf_nca_loss(embedding, all_prototypes, segment_ids, prototype_class, pixel_class, tf.size(classes),
-                        concentration)
+                        concentration, None if memory is None else num_segments)
     return loss, prototypes
 
 
