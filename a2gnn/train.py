@@ -1,0 +1,70 @@
+"""Per-image GNN training of A2GNN (`mytool.train_with_*`, box.py / others.py main loops).
+
+The `*_loss` functions compute the loss of one step from the GNN outputs (x: [N, C] logits, fts: [N, F]
+features, node-major); `train_gnn` runs the two phases of a mode with PyTorch-Adam semantics.
+"""
+import tensorflow as tf
+
+from a2gnn.gated_crf import gated_crf_loss
+from a2gnn.losses import (GATED_CRF_KERNELS, box_mp_loss, node_logits_to_image, split_ce_from_pred,
+                          split_ce_loss)
+
+GATED_CRF_RADIUS = 5
+CRF_WEIGHT_OTHERS = 0.3
+CRF_WEIGHT_BOX = 0.01
+
+
+def _potts_crf(x, f_h, f_w, sample):
+    y = tf.nn.softmax(tf.reshape(tf.convert_to_tensor(x, tf.float32), (1, f_h, f_w, -1)), axis=-1)
+    return gated_crf_loss(y, list(GATED_CRF_KERNELS), GATED_CRF_RADIUS, sample, f_h, f_w)['loss']
+
+
+def train_with_nocrf_loss(x, seed, f_h, f_w):
+    """Phase 1 of image/point/scribble: bg + fg split CE. Returns dict loss, bg_loss, fg_loss, pred."""
+    loss, bg_loss, fg_loss, pred = split_ce_loss(x, seed, f_h, f_w)
+    return {'loss': loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'pred': pred}
+
+
+def train_with_crf_loss(x, seed, f_h, f_w, sample, crf_weight=CRF_WEIGHT_OTHERS):
+    """Phase 2 of image/point/scribble: bg + fg + 0.3 * gated CRF (Potts, radius 5, xy 6, rgb 0.1).
+
+    Args:
+      x: [f_h*f_w, C] logits; seed: [1, H, W]; sample: {'rgb': [1, f_h, f_w, 3]} normalised image.
+    Returns:
+      dict loss, bg_loss, fg_loss, crf_loss (unweighted), pred.
+    """
+    loss, bg_loss, fg_loss, pred = split_ce_loss(x, seed, f_h, f_w)
+    crf_loss = _potts_crf(x, f_h, f_w, sample)
+    return {'loss': loss + crf_weight * crf_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'crf_loss': crf_loss,
+            'pred': pred}
+
+
+def _box_step(x, fts, seed, f_h, f_w, boxes, box_class):
+    seed = tf.convert_to_tensor(seed)
+    size = (int(seed.shape[1]), int(seed.shape[2]))
+    pred = node_logits_to_image(x, f_h, f_w, size)
+    fts_image = node_logits_to_image(fts, f_h, f_w, size)
+    box_loss, seed_after = box_mp_loss(pred, fts_image, boxes, box_class, seed)
+    # The original edits the seed in place before splitting it, so the CE already sees the edited seed.
+    bg_loss, fg_loss = split_ce_from_pred(pred, seed_after)
+    return pred, box_loss, seed_after, bg_loss, fg_loss
+
+
+def train_with_mp_nocrf_loss(x, fts, seed, f_h, f_w, boxes, box_class):
+    """Phase 1 of box: bg + fg + box MIL/consistency loss.
+
+    Returns:
+      dict loss, bg_loss, fg_loss, box_loss, pred, seed_after (the seed after the consistency check, which the
+      original keeps for the following steps).
+    """
+    pred, box_loss, seed_after, bg_loss, fg_loss = _box_step(x, fts, seed, f_h, f_w, boxes, box_class)
+    return {'loss': bg_loss + fg_loss + box_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'box_loss': box_loss,
+            'pred': pred, 'seed_after': seed_after}
+
+
+def train_with_mp_crf_loss(x, fts, seed, f_h, f_w, sample, boxes, box_class, crf_weight=CRF_WEIGHT_BOX):
+    """Phase 2 of box: bg + fg + 0.01 * gated CRF + box loss. Returns the dict of phase 1 plus crf_loss."""
+    pred, box_loss, seed_after, bg_loss, fg_loss = _box_step(x, fts, seed, f_h, f_w, boxes, box_class)
+    crf_loss = _potts_crf(x, f_h, f_w, sample)
+    return {'loss': bg_loss + fg_loss + crf_weight * crf_loss + box_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss,
+            'crf_loss': crf_loss, 'box_loss': box_loss, 'pred': pred, 'seed_after': seed_after}
