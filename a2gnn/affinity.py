@@ -3,6 +3,8 @@ square window, from the mean absolute difference of the f9 features."""
 import tensorflow as tf
 
 from a2gnn.ops import shifted_windows
+from affinitynet.model import AffinityNet
+from common.models import resnet38
 
 
 def gated_affinity(f9, radius):
@@ -22,3 +24,31 @@ def gated_affinity(f9, radius):
     aff_crf = tf.stack(distances, axis=-1)
     aff_crf = tf.reshape(aff_crf, tf.concat([tf.shape(aff_crf)[:3], [diameter, diameter]], axis=0))
     return tf.exp(-aff_crf), aff_crf
+
+
+class GatedAffinityNet(AffinityNet):
+    """`network/resnet38_aff_gated.Net`: PSA's ResNet-38 affinity trunk and f8_3/f8_4/f8_5/f9 head (same
+    parameter names, so A2GNN's `.pth` files load by name), with the gated square-window affinity instead of
+    PSA's pair affinity.
+
+    Call: net(images, radius=4, training=False) -> (features [N, h, w, C4+C5+C6] (conv4/5/6 concatenated: the
+    GNN's node features), aff, aff_crf [N, h, w, 2r+1, 2r+1]).
+    """
+
+    def head_features(self, endpoints):
+        parts = [tf.nn.elu(conv(tf.convert_to_tensor(endpoints[name], tf.float32)))
+                 for conv, name in zip(self.f8, self.endpoint_names)]
+        return tf.nn.elu(self.f9(tf.concat(parts, axis=-1)))
+
+    def call(self, images, radius=4, training=False):
+        endpoints = self.backbone(images, training=training)
+        features = tf.concat([endpoints[name] for name in self.endpoint_names], axis=-1)
+        aff, aff_crf = gated_affinity(self.head_features(endpoints), radius)
+        return features, aff, aff_crf
+
+
+def build_gated_affinity_net(width_multiplier=1.0, widths=None):
+    """A `GatedAffinityNet` on a (possibly reduced) ResNet-38; frozen layers conv1a, b2, b2_1, b2_2."""
+    backbone = resnet38.build_resnet38(width_multiplier, widths, return_endpoints=('conv4', 'conv5', 'conv6'),
+                                       not_training=resnet38.NOT_TRAINING['a2g_aff_gated'])
+    return GatedAffinityNet(backbone, 'resnet38', name='resnet38_aff_gated')

@@ -1,8 +1,9 @@
 """A2GNN seeds: SEAM CAM normalisation and the confident "top-40%" seeds of `infer_SEAM.py`."""
-import numpy as np
-import tensorflow as tf
+import os
 
-from a2gnn.losses import resize_bilinear
+import numpy as np
+
+from affinitynet.cam import fuse_cams
 from common.crf import crf_inference
 
 CRF_ALPHAS = (4, 24)
@@ -27,11 +28,9 @@ def normalize_seam_cams(cam_rv_list, label, image_size, cam_pred_bg=0.26):
       elsewhere), cam_pred uint8 [H, W] (argmax of [cam_pred_bg; norm_cam]).
     """
     label = np.asarray(label, np.float32).reshape(-1)
-    total = 0.0
-    for i, cam in enumerate(cam_rv_list):
-        cam = resize_bilinear(tf.convert_to_tensor(cam, tf.float32)[..., 1:], image_size)[0].numpy() * label
-        total = total + (cam[:, ::-1] if i % 2 == 1 else cam)
-    sum_cam = np.array(total, np.float32)
+    # The multi-scale fusion (resize, x label, flip back, sum) is PSA's; only the normalisation differs.
+    fused = fuse_cams([np.asarray(cam)[..., 1:] for cam in cam_rv_list], label, image_size)
+    sum_cam = np.array(fused['sum_cam'], np.float32)
     sum_cam[sum_cam < 0] = 0
     cam_max = np.max(sum_cam, axis=(0, 1), keepdims=True)
     cam_min = np.min(sum_cam, axis=(0, 1), keepdims=True)
@@ -107,3 +106,58 @@ def confident_seeds(cam_np, cam_keys, img, crf_la=None, crf_ha=None):
     return {'crf_label': crf_label.astype(np.uint8), 'ori_crf_label': ori_crf_label.astype(np.uint8),
             'crf_la': full['la'], 'crf_ha': full['ha'], 'crf_la_input': inputs['la'],
             'crf_ha_input': inputs['ha'], 'cam_img': cam_img, 'cam_sure_region': sure}
+
+
+def read_seed(path, image_shape=None):
+    """A seed PNG with raw indices (0 bg, 1..20 class, 255 unlabelled) as uint8 [H, W].
+
+    Raises:
+      FileNotFoundError / ValueError naming the file: missing, not single-channel, values outside 0..20/255, or a
+      size different from `image_shape` (H, W).
+    """
+    from PIL import Image
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'seed file not found: {path}')
+    with Image.open(path) as image:
+        if image.mode not in ('L', 'P'):
+            raise ValueError(f'{path}: seed PNG must be single-channel (mode L), got mode {image.mode}')
+        seed = np.array(image, np.uint8)
+    bad = np.setdiff1d(np.unique(seed), np.r_[np.arange(21), 255])
+    if bad.size:
+        raise ValueError(f'{path}: seed values must be 0..20 or 255, found {bad[:5].tolist()}')
+    if image_shape is not None and seed.shape != tuple(image_shape[:2]):
+        raise ValueError(f'{path}: seed size {seed.shape[0]}x{seed.shape[1]} differs from its image '
+                         f'{image_shape[0]}x{image_shape[1]}')
+    return seed
+
+
+def read_xml_annotation(path, one_based=False):
+    """Boxes of a VOC XML file, as `mytool.read_xml_annotation`: every <object> in file order.
+
+    Args:
+      path: the XML file.
+      one_based: subtract 1 from every coordinate (VOC is 1-based). The default False keeps the original's
+        convention (1-based numbers used as 0-based inclusive indices: boxes shifted 1 px down and right).
+    Returns:
+      (class_ids [B] 1..20, boxes [B, 4] int64 (xmin, ymin, xmax, ymax) inclusive).
+    Raises:
+      ValueError naming the file: unreadable XML, an unknown class, or no object.
+    """
+    import xml.etree.ElementTree as ET
+    from a2gnn.losses import VOC_CLASS_IDS
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as error:
+        raise ValueError(f'{path}: cannot read the box annotation ({error})') from error
+    classes, boxes = [], []
+    for obj in root.findall('object'):
+        name = obj.find('name').text.strip()
+        if name not in VOC_CLASS_IDS:
+            raise ValueError(f'{path}: unknown class {name!r}')
+        box = obj.find('bndbox')
+        coords = [int(float(box.find(k).text)) for k in ('xmin', 'ymin', 'xmax', 'ymax')]
+        boxes.append([c - 1 for c in coords] if one_based else coords)
+        classes.append(VOC_CLASS_IDS[name])
+    if not boxes:
+        raise ValueError(f'{path}: no <object> boxes (the box pipeline needs at least one)')
+    return np.array(classes, np.int64), np.array(boxes, np.int64)

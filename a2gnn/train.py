@@ -3,11 +3,14 @@
 The `*_loss` functions compute the loss of one step from the GNN outputs (x: [N, C] logits, fts: [N, F]
 features, node-major); `train_gnn` runs the two phases of a mode with PyTorch-Adam semantics.
 """
+import numpy as np
 import tensorflow as tf
 
 from a2gnn.gated_crf import gated_crf_loss
-from a2gnn.losses import (GATED_CRF_KERNELS, box_mp_loss, node_logits_to_image, split_ce_from_pred,
+from a2gnn.losses import (GATED_CRF_KERNELS, IGNORE_LABEL, box_mp_loss, node_logits_to_image, split_ce_from_pred,
                           split_ce_loss)
+from a2gnn.model import A2GNN
+from common.train.optimizers import TorchAdam
 
 GATED_CRF_RADIUS = 5
 CRF_WEIGHT_OTHERS = 0.3
@@ -68,3 +71,66 @@ def train_with_mp_crf_loss(x, fts, seed, f_h, f_w, sample, boxes, box_class, crf
     crf_loss = _potts_crf(x, f_h, f_w, sample)
     return {'loss': bg_loss + fg_loss + crf_weight * crf_loss + box_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss,
             'crf_loss': crf_loss, 'box_loss': box_loss, 'pred': pred, 'seed_after': seed_after}
+
+
+MODES = ('box', 'others')
+PHASE_LOSSES = {'box': ('mp_nocrf', 'mp_crf'), 'others': ('nocrf', 'crf')}
+
+
+def _log_empty_terms(seed, log):
+    seed = np.asarray(seed)
+    if not np.any(seed == 0):
+        log('seed has no background pixel: the background term is skipped (the original gives NaN)')
+    if not np.any((seed != 0) & (seed != IGNORE_LABEL)):
+        log('seed has no foreground pixel: the foreground term is skipped (the original gives NaN)')
+
+
+def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class=None, epochs=50, lr=0.03,
+              weight_decay=5e-4, hidden=256, dropout=0.5, num_class=21, random_seed=0, aff_cropping=None,
+              log=print):
+    """Trains a fresh A2GNN on one image: `epochs` steps of phase 1 then `epochs` of phase 2 with one
+    PyTorch-semantics Adam (coupled L2) shared by both phases, as box.py / others.py.
+
+    Args:
+      x: [N, F] node features; graph: NeighbourGraph (or dense adj [N, N] with aff_cropping).
+      seed: [1, 8 f_h, 8 f_w] padded seed (255 padding for box, 0 for others).
+      mode: 'box' (phases mp_nocrf, mp_crf; needs boxes, box_class) or 'others' (nocrf, crf).
+      sample: {'rgb': [1, f_h, f_w, 3]} for the gated CRF of phase 2.
+    Returns:
+      (model, history): the trained A2GNN and a list of per-step loss dicts (floats).
+    """
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    _log_empty_terms(seed, log)
+    model = A2GNN(int(x.shape[1]), hidden, num_class, 3, dropout, seed=random_seed)
+    optimizer = TorchAdam(weight_decay=weight_decay)
+    optimizer.build(model.weights)
+    x = tf.convert_to_tensor(x, tf.float32)
+    seed = tf.convert_to_tensor(np.asarray(seed, np.int64))
+    history = []
+
+    def step(phase, seed):
+        with tf.GradientTape() as tape:
+            logits, fts = model(x, graph, aff_cropping, training=True)
+            if phase == 'nocrf':
+                out = train_with_nocrf_loss(logits, seed, f_h, f_w)
+            elif phase == 'crf':
+                out = train_with_crf_loss(logits, seed, f_h, f_w, sample)
+            elif phase == 'mp_nocrf':
+                out = train_with_mp_nocrf_loss(logits, fts, seed, f_h, f_w, boxes, box_class)
+            else:
+                out = train_with_mp_crf_loss(logits, fts, seed, f_h, f_w, sample, boxes, box_class)
+        grads = tape.gradient(out['loss'], model.weights)
+        optimizer.apply_gradients(zip(grads, model.weights), lr)
+        return out
+
+    for phase in PHASE_LOSSES[mode]:
+        for _ in range(epochs):
+            out = step(phase, seed)
+            if 'seed_after' in out:  # the original's in-place seed edit persists
+                seed = out['seed_after']
+            loss = float(out['loss'])
+            if not np.isfinite(loss):
+                raise FloatingPointError(f'GNN loss is {loss} in phase {phase}: training stopped')
+            history.append({k: float(v) for k, v in out.items() if np.ndim(v) == 0})
+    return model, history
