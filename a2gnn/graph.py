@@ -79,12 +79,14 @@ class NeighbourGraph:
       adj: float32 [f_h, f_w, K] adjacency to each window neighbour (K = (2r+1)^2, slot order of
         `window_offsets`): the head affinity, 1 for the node itself, 0 out of bounds.
       valid: bool [f_h, f_w, K], False where the neighbour is outside the grid.
+      index: int32 [f_h*f_w, K] neighbour node index (f_h*f_w, one past the last node, where not valid).
     """
     f_h: int
     f_w: int
     radius: int
     adj: np.ndarray
     valid: np.ndarray
+    index: np.ndarray = None
 
     @property
     def num_nodes(self):
@@ -113,4 +115,6 @@ def neighbour_graph(aff, radius):
     _, _, valid = _window_pairs(f_h, f_w, radius)
     adj = np.where(valid, aff, 0.0).astype(np.float32)
     adj[:, :, radius * d + radius] = 1.0
-    return NeighbourGraph(f_h, f_w, radius, adj, valid)
+    _, cols, _ = _window_pairs(f_h, f_w, radius)
+    index = np.where(valid, cols, f_h * f_w).reshape(f_h * f_w, d * d).astype(np.int32)
+    return NeighbourGraph(f_h, f_w, radius, adj, valid, index)

@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from a2gnn.graph import NeighbourGraph
-from a2gnn.ops import shifted_windows
 from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
@@ -35,22 +34,25 @@ def dense_attention(h, beta, adj, aff_cropping):
 
 def window_attention(h, beta, graph):
     """The same layer on a NeighbourGraph: only the window entries of each row (all others get zero weight in
-    the dense softmax: exp(-1e9 - max) underflows to 0)."""
-    features = int(h.shape[-1])
-    grid = tf.reshape(h, (1, graph.f_h, graph.f_w, features))
-    norm = tf.norm(grid, axis=-1, keepdims=True)
-    cos = []
-    for neighbour, neighbour_norm in zip(shifted_windows(grid, graph.radius), shifted_windows(norm, graph.radius)):
-        dot = tf.reduce_sum(grid * neighbour, axis=-1)
-        cos.append(dot / (norm[..., 0] * neighbour_norm[..., 0] + 1e-7))
-    cos = tf.stack(cos, axis=-1)[0]  # [f_h, f_w, K]
-    allowed = tf.logical_and(graph.valid, cos >= 0)
-    scores = tf.where(allowed, beta * cos + 10.0 * graph.adj, MASK_VALUE)
-    weights = tf.nn.softmax(scores, axis=-1)
-    out = 0.0
-    for k, neighbour in enumerate(shifted_windows(grid, graph.radius)):
-        out += weights[None, :, :, k, None] * neighbour
-    return tf.reshape(out, (-1, features))
+    the dense softmax: exp(-1e9 - max) underflows to 0). The neighbours are gathered ([N, K, F]) and the layer is
+    recomputed in the backward pass, so only its input is kept between passes."""
+    num_nodes = graph.f_h * graph.f_w
+    index = tf.constant(graph.index)
+    valid = tf.constant(graph.valid.reshape(num_nodes, -1))
+    adj = tf.constant(graph.adj.reshape(num_nodes, -1))
+
+    @tf.recompute_grad
+    def layer(h, beta):
+        padded = tf.concat([h, tf.zeros_like(h[:1])], axis=0)  # row N: the out-of-grid neighbour
+        neighbours = tf.gather(padded, index)  # [N, K, F]
+        norm = tf.norm(padded, axis=1)
+        dot = tf.einsum('nf,nkf->nk', h, neighbours)
+        cos = dot / (norm[:num_nodes, None] * tf.gather(norm, index) + 1e-7)
+        allowed = tf.logical_and(valid, cos >= 0)
+        weights = tf.nn.softmax(tf.where(allowed, beta * cos + 10.0 * adj, MASK_VALUE), axis=-1)
+        return tf.einsum('nk,nkf->nf', weights, neighbours)
+
+    return layer(h, beta)
 
 
 class A2GNN(tf.Module):

@@ -33,6 +33,7 @@ def unfold(x, radius):
     """
     x = tf.convert_to_tensor(x)
     diameter = 2 * radius + 1
-    stacked = tf.stack(list(shifted_windows(x, radius)), axis=-1)  # [N, H, W, C, d*d]
-    shape = tf.concat([tf.shape(x), [diameter, diameter]], axis=0)
-    return tf.reshape(stacked, shape)
+    # One op ('SAME' pads r zeros on each side for an odd window), patch layout (ky, kx, c).
+    patches = tf.image.extract_patches(x, [1, diameter, diameter, 1], [1, 1, 1, 1], [1, 1, 1, 1], 'SAME')
+    shape = tf.concat([tf.shape(x)[:3], [diameter, diameter, tf.shape(x)[3]]], axis=0)
+    return tf.transpose(tf.reshape(patches, shape), [0, 1, 2, 5, 3, 4])
