@@ -110,7 +110,8 @@ def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class
     history = []
 
     def step(phase, seed):
-        # One graph per phase: eager execution of the windowed ops costs ~1 s a step on CPU.
+        # One graph per phase (eager ops cost ~1 s a step on CPU), without autograph: the code has only Python
+    # control flow, and converting it took most of the tracing time.
         with tf.GradientTape() as tape:
             logits, fts = model(x, graph, aff_cropping, training=True)
             if phase == 'nocrf':
@@ -126,7 +127,7 @@ def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class
         return out
 
     for phase in PHASE_LOSSES[mode]:
-        compiled = tf.function(lambda seed, phase=phase: step(phase, seed))
+        compiled = tf.function(lambda seed, phase=phase: step(phase, seed), autograph=False)
         for _ in range(epochs):
             out = compiled(seed)
             if 'seed_after' in out:  # the original's in-place seed edit persists
