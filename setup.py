@@ -26,6 +26,7 @@ setup(
         "absl-py>=2.0",
         "tensorboard>=2.16",  # to view the training summaries (tensorflow-cpu does not pull it in)
         "pydensecrf2>=1.1",
+        "matplotlib>=3.7",  # affinitynet.evaluate's sweep curve
     ],
     extras_require={
         "tf": [f"tensorflow=={TF_VERSION}"],
@@ -44,6 +45,13 @@ setup(
             "aaf-benchmark=aaf.benchmark:run",
             "aaf-encode-cityscapes-testid=aaf.encode_cityscapes_testid:run",
             "aaf-quickstart=aaf.quickstart:run",
+            "psa-make-cls-labels=affinitynet.make_cls_labels:run",
+            "psa-train-cls=affinitynet.train_cls:run",
+            "psa-infer-cls=affinitynet.infer_cls:run",
+            "psa-train-aff=affinitynet.train_aff:run",
+            "psa-infer-aff=affinitynet.infer_aff:run",
+            "psa-evaluate=affinitynet.evaluate:run",
+            "psa-crf-labels=affinitynet.crf_labels:run",
             "affinity-seg-synthetic=common.data.synthetic:run",
             "affinity-seg-benchmark=common.eval.benchmark:run",
             "affinity-seg-export=common.infer.export:run",

@@ -25,9 +25,9 @@ def affinity_from_features(features, radius=5, to_dense=False):
     rf = radius - 1
     rows, cols = pairs.from_region(radius, (height, width))
     directions = pairs.search_directions(radius)
-    if rows <= 0 or cols <= 0:
-        raise ValueError(f'feature map {height}x{width} is too small for radius {radius}: needs at least '
-                         f'{radius - 1 + 1} rows and {2 * radius - 1} columns')
+    if rows <= 0 or cols <= 0:  # no pair fits (the original's empty index lists): no affinities, identity walk
+        aff = tf.zeros([tf.shape(features)[0], len(directions), 0])
+        return sparse_to_dense(aff[0], radius, (height, width)) if to_dense else aff
     origin = features[:, :rows, rf:rf + cols, :]
     diffs = [tf.reduce_mean(tf.abs(features[:, dy:dy + rows, rf + dx:rf + dx + cols, :] - origin), axis=-1)
              for dy, dx in directions]

@@ -1,4 +1,6 @@
 """AffinityNet training labels from the low/high-alpha CRF dictionaries (PSA `voc12/data.py` VOC12AffDataset)."""
+import os
+
 import numpy as np
 
 from affinitynet import pairs
@@ -61,3 +63,83 @@ def affinity_label_from_crf(la, ha, radius=5):
         raise ValueError(f'affinity labels need a square crop, got pooled size {label.shape}')
     bg, fg, neg = pairs.extract_affinity_labels(label, label.shape[0], radius)
     return {'pooled': pooled, 'label': label, 'bg': bg, 'fg': fg, 'neg': neg}
+
+
+def load_crf_stack(la_path, ha_path, image_size):
+    """[H, W, 2(k+1)] la then ha CRF scores of one image; missing files and sizes unlike the image are named."""
+    from affinitynet.cam import load_dict
+    stacks = []
+    for path, what in ((la_path, 'la CRF'), (ha_path, 'ha CRF')):
+        stack = dict_to_stack(load_dict(path, what))
+        if stack.shape[:2] != tuple(image_size):
+            raise ValueError(f'{what} file {path}: size {stack.shape[:2]} differs from its image {tuple(image_size)}')
+        stacks.append(stack)
+    if stacks[0].shape != stacks[1].shape:
+        raise ValueError(f'la CRF {la_path} and ha CRF {ha_path} hold different classes')
+    return np.concatenate(stacks, axis=-1)
+
+
+def aff_training_example(img, crf_stack, crop_size=448, network='resnet38', radius=5, rng=None):
+    """One train_aff example: VOC12AffDataset's transforms, then the pair labels.
+
+    Returns:
+      (image float32 [crop, crop, 3], bg, fg, neg float32 [D, P]).
+    """
+    from common.data.psa_transforms import psa_aff_train_transform
+    image, pooled = psa_aff_train_transform(img, crf_stack, crop_size, network, rng=rng)
+    label = label_from_pooled(pooled)
+    bg, fg, neg = pairs.extract_affinity_labels(label, crop_size // FEATURE_STRIDE, radius)
+    return image, bg, fg, neg
+
+
+def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size, crop_size=448,
+                      network='resnet38', radius=5, seed=0, input_context=None, repeat=True, shuffle=True):
+    """tf.data input of train_aff: (image [N, crop, crop, 3], bg, fg, neg [N, D, P]) batches (drop_last).
+
+    Each element's augmentation draws come from `random.Random` seeded by (seed, shard, element index), so a
+    resumed run sees the same data.
+    """
+    import random
+    import tensorflow as tf
+    from PIL import Image
+    from common.data.lists import load_img_name_list
+
+    names = load_img_name_list(list_path)
+    shard_id = 0
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        shard_id = input_context.input_pipeline_id
+    side = crop_size // FEATURE_STRIDE
+    rows, cols = pairs.from_region(radius, (side, side))
+    num_dirs = len(pairs.search_directions(radius))
+    ds = tf.data.Dataset.from_tensor_slices(names)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shuffle:
+        ds = ds.shuffle(len(names), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
+    base_seed = int(seed) * 1_000_003 + shard_id * 7_919
+
+    def load(name, element_index):
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        path = os.path.join(voc12_root, 'JPEGImages', name + '.jpg')
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'image not found: {path}')
+        with Image.open(path) as handle:
+            img = handle.convert('RGB')
+        stack = load_crf_stack(os.path.join(la_crf_dir, name + '.npy'), os.path.join(ha_crf_dir, name + '.npy'),
+                               (img.size[1], img.size[0]))
+        rng = random.Random(base_seed * 2_147_483_647 + int(element_index))
+        return aff_training_example(img, stack, crop_size, network, radius, rng)
+
+    def map_fn(name, element_index):
+        out = tf.numpy_function(load, [name, element_index], [tf.float32] * 4, stateful=False)
+        out[0].set_shape([crop_size, crop_size, 3])
+        for t in out[1:]:
+            t.set_shape([num_dirs, rows * cols])
+        return tuple(out)
+
+    ds = ds.map(map_fn, num_parallel_calls=1, deterministic=True)  # PIL's ImageEnhance crashed in parallel threads
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

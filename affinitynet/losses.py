@@ -24,3 +24,13 @@ def affinity_loss(aff, bg, fg, neg):
     loss = bg_loss / 4 + fg_loss / 4 + neg_loss / 2
     return {'loss': loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'neg_loss': neg_loss,
             'bg_count': bg_count, 'fg_count': fg_count, 'neg_count': neg_count}
+
+
+def multilabel_soft_margin_loss(logits, labels):
+    """torch `multilabel_soft_margin_loss`: mean over batch and classes of the sigmoid cross-entropy.
+
+    Args:
+      logits: float [N, C]; labels: float [N, C] multi-hot.
+    """
+    labels = tf.convert_to_tensor(labels, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))

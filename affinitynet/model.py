@@ -22,6 +22,7 @@ from common.models import resnet38, torch_layers, vgg16
 from common.models.naming import set_original_name
 
 ARCHS = ('resnet38', 'vgg16')
+SCRATCH_INITIALIZER = keras.initializers.VarianceScaling(0.5, 'fan_in', 'untruncated_normal')
 NUM_CLASSES = 20
 HEAD_WIDTHS = (64, 128, 256)  # f8_3, f8_4, f8_5; f9 = their sum (448)
 GN_GROUPS = (8, 16, 32)  # vgg16_aff GroupNorm groups of f8_3, f8_4, f8_5
@@ -45,8 +46,13 @@ def arch_of(network):
     return _check_arch(name)
 
 
-def build_backbone(arch, kind, width_multiplier=1.0, widths=None):
+def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False):
     """The backbone of a cls ('cls') or affinity ('aff') net, frozen layers as the originals' `not_training`.
+
+    from_scratch: (ResNet-38 only) half-LeCun-normal conv initialisation and only conv1a frozen
+      (psa's resnet38d base), for training without
+      ImageNet weights (synthetic data, the quick start): with the frozen BN an identity, PyTorch's default init
+      shrinks the signal through the 38 layers to nothing and He init makes it explode.
 
     Returns:
       keras.Model images -> dict of endpoints: ResNet-38 conv4/conv5/conv6, VGG-16 conv4/conv5/conv5fc
@@ -55,6 +61,10 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None):
     _check_arch(arch)
     if arch == 'resnet38':
         endpoints = ('conv6',) if kind == 'cls' else ('conv4', 'conv5', 'conv6')
+        if from_scratch:
+            return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
+                                           not_training=resnet38.NOT_TRAINING['psa_base'],
+                                           kernel_initializer=SCRATCH_INITIALIZER)
         return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                        not_training=resnet38.NOT_TRAINING['psa_' + kind])
     endpoints = ('conv5fc',) if kind == 'cls' else ('conv4', 'conv5', 'conv5fc')
@@ -160,24 +170,16 @@ class AffinityNet(keras.Model):
         return self.head(self.backbone(images, training=training), to_dense=to_dense)[1]
 
 
-def build_classifier(arch='resnet38', width_multiplier=1.0, widths=None):
+def build_classifier(arch='resnet38', width_multiplier=1.0, widths=None, from_scratch=False):
     """A `ClassifierNet` with its backbone (weights initialised, to be loaded)."""
-    return ClassifierNet(build_backbone(arch, 'cls', width_multiplier, widths), arch, name=f'{arch}_cls')
+    return ClassifierNet(build_backbone(arch, 'cls', width_multiplier, widths, from_scratch), arch,
+                         name=f'{arch}_cls')
 
 
-def build_affinity_net(arch='resnet38', width_multiplier=1.0, widths=None, radius=5):
+def build_affinity_net(arch='resnet38', width_multiplier=1.0, widths=None, radius=5, from_scratch=False):
     """An `AffinityNet` with its backbone."""
-    return AffinityNet(build_backbone(arch, 'aff', width_multiplier, widths), arch, radius=radius,
+    return AffinityNet(build_backbone(arch, 'aff', width_multiplier, widths, from_scratch), arch, radius=radius,
                        name=f'{arch}_aff')
-
-
-def normalize(images_uint8, arch):
-    """The originals' input normalisation of uint8 RGB [..., 3]: ImageNet mean/std (ResNet-38) or BGR mean
-    subtraction (VGG-16)."""
-    x = np.asarray(images_uint8, np.float32)
-    if arch == 'vgg16':
-        return x[..., ::-1] - np.asarray(vgg16.VGG16_BGR_MEAN, np.float32)
-    return (x / 255. - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def read_weights(path):

@@ -67,6 +67,8 @@ def stencil_weights_from_sparse(aff, size, radius=5):
     rf = radius - 1
     rows, cols = pairs.from_region(radius, size)
     directions = pairs.search_directions(radius)
+    if rows <= 0 or cols <= 0:  # no pairs: only the unit diagonal
+        return tf.concat([tf.ones([height, width, 1]), tf.zeros([height, width, 2 * len(directions)])], -1)
     aff = tf.reshape(tf.convert_to_tensor(aff, tf.float32), [len(directions), rows, cols])
     grid = tf.pad(aff, [[0, 0], [0, height - rows], [rf, width - rf - cols]])  # [D, h, w]: as "from" pixel
     padded = tf.pad(grid, [[0, 0], [rf, rf], [rf, rf]])
@@ -155,12 +157,18 @@ def random_walk(aff_dense, cam_keys, cam_values, alpha, beta, logt, impl='dense'
             weights = stencil_weights_from_dense(aff_dense, grid, radius)
         else:
             rows, cols = pairs.from_region(radius, grid)
-            expected = len(pairs.search_directions(radius)) * rows * cols
+            expected = len(pairs.search_directions(radius)) * max(rows, 0) * max(cols, 0)
             if int(np.prod(aff_shape)) != expected:
                 raise ValueError(f'sparse affinity of a {grid[0]}x{grid[1]} feature grid (radius {radius}) must '
                                  f'have {expected} values, got shape {aff_shape}')
             weights = stencil_weights_from_sparse(aff_dense, grid, radius)
-        cam_rw = propagate_sparse(cam_pooled, weights, beta, logt, radius)
+        # the walk is linear per channel: absent classes (all-zero channels) stay zero, so only the present
+        # ones are propagated (bg + the image's classes instead of 21)
+        active = np.flatnonzero(np.any(cam_pooled != 0, axis=(0, 1)))
+        walked = propagate_sparse(cam_pooled[..., active], weights, beta, logt, radius)
+        cam_rw = tf.scatter_nd(active[:, None], tf.transpose(walked, [2, 0, 1]),
+                               [cam_pooled.shape[-1], grid[0], grid[1]])
+        cam_rw = tf.transpose(cam_rw, [1, 2, 0])
     cam_rw_lowres = cam_rw[tf.newaxis]
     cam_rw_up = tf.image.resize(cam_rw_lowres, [grid[0] * FEATURE_STRIDE, grid[1] * FEATURE_STRIDE],
                                 method='bilinear')  # = nn.Upsample(bilinear, align_corners=False)

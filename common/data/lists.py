@@ -101,3 +101,53 @@ def write_image_list(path, rows):
     lines = [row if isinstance(row, str) else ' '.join(row) for row in rows]
     atomic_write_text(path, ''.join(line + '\n' for line in lines))
     return len(lines)
+
+
+def write_pseudo_label_list(out_list, names, voc12_root, label_dir, data_dir=''):
+    """List file `<image> <label>` for training a segmentation network (aaf.train) on pseudo labels.
+
+    Args:
+      out_list: the list file to write.
+      names: image ids (e.g. `load_img_name_list(train_list)`).
+      voc12_root: folder holding JPEGImages/<id>.jpg.
+      label_dir: folder of pseudo-label PNGs <id>.png (e.g. PSA's random-walk output).
+      data_dir: the `--data-dir` the list will be read with: paths are written relative to it when they lie
+        inside it, otherwise absolute (then use --data-dir '').
+    Returns:
+      the number of lines.
+    Raises:
+      FileNotFoundError naming the first id whose image or pseudo label is missing.
+    """
+    def relative(path):
+        path = os.path.abspath(path)
+        if data_dir:
+            root = os.path.abspath(data_dir)
+            if path.startswith(root + os.sep):
+                return os.path.relpath(path, root)
+        return path
+
+    rows = []
+    for name in names:
+        image = os.path.join(voc12_root, 'JPEGImages', name + '.jpg')
+        label = os.path.join(label_dir, name + '.png')
+        for path, what in ((image, 'image'), (label, 'pseudo label')):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f'{what} of {name} not found: {path}')
+        rows.append((relative(image), relative(label)))
+    return write_image_list(out_list, rows)
+
+
+def pseudo_label_list_main(argv=None):
+    """`python -m common.data.lists OUT_LIST PSA_LIST VOC12_ROOT LABEL_DIR [DATA_DIR]` (used by the bash
+    DeepLab stage)."""
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (4, 5):
+        raise SystemExit('usage: python -m common.data.lists OUT_LIST PSA_LIST VOC12_ROOT LABEL_DIR [DATA_DIR]')
+    count = write_pseudo_label_list(args[0], load_img_name_list(args[1]), args[2], args[3],
+                                    args[4] if len(args) == 5 else '')
+    print(f'wrote {count} lines to {args[0]}')
+
+
+if __name__ == '__main__':
+    pseudo_label_list_main()

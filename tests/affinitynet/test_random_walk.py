@@ -67,3 +67,12 @@ def test_wrong_affinity_size_is_an_error():
         rw.random_walk(np.eye(10, dtype=np.float32), [0], np.zeros([16, 16, 1], np.float32), 16, 8, 2)
     with pytest.raises(ValueError, match='rw_impl'):
         rw.random_walk(np.eye(4, dtype=np.float32), [0], np.zeros([16, 16, 1], np.float32), 16, 8, 2, impl='x')
+
+
+def test_grid_without_pairs_walks_nowhere():
+    cam = np.random.default_rng(0).uniform(size=[40, 64, 1]).astype(np.float32)  # 5 x 8 grid: no pair at r=5
+    aff = affinity_from_features(np.zeros([1, 5, 8, 3], np.float32), 5)
+    dense = rw.random_walk(np.eye(40, dtype=np.float32), [4], cam, 16, 8, 3)
+    sparse = rw.random_walk(aff, [4], cam, 16, 8, 3, impl='sparse')
+    np.testing.assert_allclose(sparse['cam_rw_lowres'][0], dense['cam_pooled'], rtol=1e-6)
+    np.testing.assert_array_equal(sparse['label'], dense['label'])

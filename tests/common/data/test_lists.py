@@ -55,3 +55,22 @@ def test_write_image_list_roundtrip(tmp_path):
     assert write_image_list(str(out), [('x.jpg', 'y.png'), 'z.jpg']) == 2
     assert out.read_text() == 'x.jpg y.png\nz.jpg\n'
     assert read_labeled_image_list('', str(out)) == (['x.jpg', 'z.jpg'], ['y.png', 'z.jpg'])
+
+
+def test_write_pseudo_label_list(tmp_path):
+    from common.data.lists import read_labeled_image_list, write_pseudo_label_list
+    import pytest as _pytest
+    (tmp_path / 'VOC' / 'JPEGImages').mkdir(parents=True)
+    (tmp_path / 'rw').mkdir()
+    for name in ('a', 'b'):
+        (tmp_path / 'VOC' / 'JPEGImages' / f'{name}.jpg').write_bytes(b'x')
+        (tmp_path / 'rw' / f'{name}.png').write_bytes(b'x')
+    out = tmp_path / 'list.txt'
+    data_dir = str(tmp_path) + '/'
+    assert write_pseudo_label_list(str(out), ['a', 'b'], str(tmp_path / 'VOC'), str(tmp_path / 'rw'), data_dir) == 2
+    assert out.read_text().splitlines()[0] == 'VOC/JPEGImages/a.jpg rw/a.png'
+    images, labels = read_labeled_image_list(data_dir, str(out))
+    assert images[1] == data_dir + 'VOC/JPEGImages/b.jpg' and labels[1] == data_dir + 'rw/b.png'
+    with _pytest.raises(FileNotFoundError, match='pseudo label of c'):
+        (tmp_path / 'VOC' / 'JPEGImages' / 'c.jpg').write_bytes(b'x')
+        write_pseudo_label_list(str(out), ['c'], str(tmp_path / 'VOC'), str(tmp_path / 'rw'))

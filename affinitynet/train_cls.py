@@ -1,0 +1,59 @@
+"""Train the classification network whose CAMs seed AffinityNet (PSA `train_cls.py`).
+
+    python -m affinitynet.train_cls --network network.resnet38_cls \\
+        --weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params --voc12_root VOC2012 --session_name res38_cls
+
+Multilabel soft-margin loss on global-average-pooled class scores; RandomResizeLong(256, 512), flip, colour
+jitter, crop 448; PSA PolyOptimizer. Resumes from the checkpoints in --snapshot_dir. Writes <session_name>.npz.
+"""
+import keras
+from absl import app, flags
+
+from affinitynet import model as model_lib
+from affinitynet import runtime
+from affinitynet.losses import multilabel_soft_margin_loss
+from affinitynet.train_common import define_training_flags, initial_weights, run_training
+from common.data.psa_transforms import build_psa_cls_dataset
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    define_training_flags(flag_values, batch_size=16, max_epoches=15, session_name='vgg_cls')
+    runtime.define_model_flags(flag_values, 'network.vgg16_cls')
+    flags.DEFINE_string('cls_labels', 'voc12/cls_labels.npy', 'Image-level labels.', flag_values=flag_values)
+
+
+def main(argv, flag_values=FLAGS):
+    del argv
+    f = flag_values
+    if not f.voc12_root:
+        raise app.UsageError('--voc12_root: required')
+    if f.weights is None:
+        raise app.UsageError('--weights: required (ImageNet .params / .caffemodel; "" for from scratch)')
+    arch = model_lib.arch_of(f.network)
+    names = runtime.image_ids(f.train_list, '--train_list')
+    keras.utils.set_random_seed(f.seed)
+    net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights)
+    initial_weights(net, f.weights)
+
+    def loss_fn(model, batch, training):
+        images, labels = batch
+        return {'loss': multilabel_soft_margin_loss(model(images, training=training), labels)}
+
+    def dataset_fn(input_context):
+        return build_psa_cls_dataset(f.train_list, f.voc12_root, f.cls_labels, f.batch_size, f.crop_size, arch,
+                                     seed=f.seed, input_context=input_context, repeat=True,
+                                     num_parallel_calls=1)  # PIL's ImageEnhance crashed in parallel threads
+
+    run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH)
+
+
+def run():
+    from common.cli import run_app
+    define_flags()
+    run_app(main)
+
+
+if __name__ == '__main__':
+    run()

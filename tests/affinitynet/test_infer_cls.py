@@ -1,0 +1,93 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from affinitynet import cam as cam_lib
+from affinitynet import infer_cls
+from cli_helpers import WIDTH, run_main, tiny_weights, write_list
+from common.data.lists import load_img_name_list
+
+
+@pytest.fixture(scope='module')
+def cls_setup(synthetic_voc, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('infer_cls')
+    names = load_img_name_list(os.path.join(synthetic_voc, 'voc12', 'train_aug.txt'))[:4]
+    return {'root': os.path.join(synthetic_voc, 'VOCdevkit', 'VOC2012'), 'names': names, 'tmp': tmp,
+            'list': write_list(tmp / 'list.txt', names), 'weights': tiny_weights(tmp / 'cls.npz', 'cls'),
+            'labels': os.path.join(synthetic_voc, 'voc12', 'cls_labels.npy')}
+
+
+def _flags(s, out):
+    return dict(weights=s['weights'], network='network.resnet38_cls', width_multiplier=WIDTH,
+                infer_list=s['list'], voc12_root=s['root'], cls_labels=s['labels'], out_cam=out / 'cam',
+                out_la_crf=out / 'la', out_cam_pred=out / 'pred')
+
+
+def _assert_same_outputs(a, b, names):
+    for name in names:
+        da, db = cam_lib.load_dict(str(a / 'cam' / f'{name}.npy')), cam_lib.load_dict(str(b / 'cam' / f'{name}.npy'))
+        assert list(da) == list(db)
+        for k in da:
+            np.testing.assert_allclose(da[k], db[k], rtol=1e-5, atol=1e-6)
+        la_a, la_b = cam_lib.load_dict(str(a / 'la' / f'{name}.npy')), cam_lib.load_dict(str(b / 'la' / f'{name}.npy'))
+        assert list(la_a) == list(la_b)
+        assert (a / 'pred' / f'{name}.png').read_bytes() == (b / 'pred' / f'{name}.png').read_bytes()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted_run(cls_setup):
+    s = cls_setup
+    full, resumed = s['tmp'] / 'full', s['tmp'] / 'resumed'
+    run_main(infer_cls, **_flags(s, full))
+    # the interrupted run: a subprocess killed with SIGKILL once two images are done
+    args = [f'--{k}={v}' for k, v in _flags(s, resumed).items()]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TF_CPP_MIN_LOG_LEVEL='2')
+    proc = subprocess.Popen([sys.executable, '-m', 'affinitynet.infer_cls'] + args, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(os.listdir(resumed / 'pred')) >= 2 if (resumed / 'pred').is_dir() else False:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p[:-4] for p in os.listdir(resumed / 'pred') if p.endswith('.png')}
+    assert 0 < len(done) < len(s['names']), 'the kill should interrupt the run'
+    for folder in ('cam', 'la', 'pred'):  # every file under a final name is complete
+        for entry in os.listdir(resumed / folder):
+            if not entry.startswith('.tmp_'):
+                if entry.endswith('.npy'):
+                    cam_lib.load_dict(str(resumed / folder / entry))
+    run_main(infer_cls, **_flags(s, resumed))
+    _assert_same_outputs(full, resumed, s['names'])
+    assert sorted(os.listdir(resumed / 'pred')) == sorted(f'{n}.png' for n in s['names'])
+
+
+def test_outputs_match_library_and_skip_done_images(cls_setup, tmp_path):
+    s = cls_setup
+    flags_ = _flags(s, tmp_path)
+    flags_['infer_list'] = write_list(tmp_path / 'one.txt', s['names'][:1])
+    run_main(infer_cls, **flags_)
+    name = s['names'][0]
+    cam = cam_lib.load_dict(str(tmp_path / 'cam' / f'{name}.npy'))
+    labels = np.load(s['labels'], allow_pickle=True).item()[name]
+    assert sorted(cam) == [int(i) for i in np.nonzero(labels)[0]]
+    la = cam_lib.load_dict(str(tmp_path / 'la' / f'{name}.npy'))
+    assert list(la) == [0] + [k + 1 for k in cam]
+    np.testing.assert_allclose(sum(la.values()), 1, atol=1e-4)  # CRF marginals
+    before = os.path.getmtime(tmp_path / 'cam' / f'{name}.npy')
+    run_main(infer_cls, **flags_)  # nothing left to do
+    assert os.path.getmtime(tmp_path / 'cam' / f'{name}.npy') == before
+
+
+def test_image_without_class_label_is_named(cls_setup, tmp_path):
+    s = cls_setup
+    flags_ = _flags(s, tmp_path)
+    flags_['infer_list'] = write_list(tmp_path / 'list.txt', s['names'][:1] + ['2099_000001'])
+    with pytest.raises(KeyError, match='2099_000001'):
+        run_main(infer_cls, **flags_)
