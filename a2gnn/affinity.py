@@ -3,8 +3,7 @@ square window, from the mean absolute difference of the f9 features."""
 import tensorflow as tf
 
 from a2gnn.ops import shifted_windows
-from affinitynet.model import AffinityNet
-from common.models import resnet38
+from affinitynet.model import AffinityNet, build_backbone
 
 
 def gated_affinity(f9, radius):
@@ -47,8 +46,8 @@ class GatedAffinityNet(AffinityNet):
         return features, aff, aff_crf
 
 
-def build_gated_affinity_net(width_multiplier=1.0, widths=None):
-    """A `GatedAffinityNet` on a (possibly reduced) ResNet-38; frozen layers conv1a, b2, b2_1, b2_2."""
-    backbone = resnet38.build_resnet38(width_multiplier, widths, return_endpoints=('conv4', 'conv5', 'conv6'),
-                                       not_training=resnet38.NOT_TRAINING['a2g_aff_gated'])
+def build_gated_affinity_net(width_multiplier=1.0, widths=None, from_scratch=False):
+    """A `GatedAffinityNet` on a (possibly reduced) ResNet-38 (frozen: conv1a, b2, b2_1, b2_2). from_scratch:
+    AffinityNet's initialisation for training without pretrained weights (see affinitynet.model.build_backbone)."""
+    backbone = build_backbone('resnet38', 'aff', width_multiplier, widths, from_scratch=from_scratch)
     return GatedAffinityNet(backbone, 'resnet38', name='resnet38_aff_gated')

@@ -72,11 +72,11 @@ def build_net(weights, width_multiplier):
     """The gated affinity net with `weights` loaded by name (strict=False, as the originals)."""
     from a2gnn.affinity import build_gated_affinity_net
     from affinitynet.model import load_weights
-    net = build_gated_affinity_net(width_multiplier)
+    net = build_gated_affinity_net(width_multiplier, from_scratch=not weights)
     if weights:
         load_weights(net, weights, strict=False)
     else:
-        logging.warning('--weights is empty: the gated affinity net keeps its random initialisation')
+        logging.warning('--weights is empty: the gated affinity net keeps its random (from-scratch) initialisation')
     return net
 
 

@@ -87,7 +87,7 @@ def pseudo_label(net, img, seed, mode, radius, epochs, lr, boxes=None, box_class
     """
     from a2gnn.graph import adjacency, generate_aff, generate_aff_cropping, neighbour_graph, node_features
     from a2gnn.train import train_gnn
-    from affinitynet.model import normalize
+    from common.data.psa_transforms import normalize
     img = np.asarray(img, np.uint8)
     padded = pad_to_stride(normalize(img, 'resnet38'))
     features, aff, _ = net(padded[None], radius=radius, training=False)
