@@ -52,6 +52,7 @@ setup(
             "psa-infer-aff=affinitynet.infer_aff:run",
             "psa-evaluate=affinitynet.evaluate:run",
             "psa-crf-labels=affinitynet.crf_labels:run",
+            "a2gnn-infer-seam=a2gnn.infer_seam:run",
             "a2gnn-train-gated-aff=a2gnn.train_gated_aff:run",
             "a2gnn-train-infer-box=a2gnn.train_infer_box:run",
             "a2gnn-train-infer-others=a2gnn.train_infer_others:run",

@@ -5,7 +5,9 @@
 #   (the seed folder: SEAM_Box, Scribble_SuperPixel, SEAM_Point, SEAM_Image), AFF_SEED_DIR (seeds for the
 #   affinity net; default SEED_DIR; scribble uses SEAM_Scribble), AFF_WEIGHTS (initial weights of the gated
 #   affinity net, the README's resnet38_aff_SEAM.pth), OUT; optional CAM_DIR (SEAM CAM dicts: --rw True for
-#   point / image), PYTHON, MODEL_FLAGS, AFF_FLAGS, GNN_FLAGS and the DeepLab variables of deeplab_stage.sh.
+#   point / image), SEAM_WEIGHTS (image only: run infer_seam first, writing the seeds to SEED_DIR and the CAMs to
+#   CAM_DIR, as the README's first command), CLS_LABELS, PYTHON, MODEL_FLAGS, AFF_FLAGS, GNN_FLAGS and the DeepLab
+#   variables of deeplab_stage.sh.
 set -e
 source "$(dirname "${BASH_SOURCE[0]}")/deeplab_stage.sh"
 
@@ -19,6 +21,13 @@ a2gnn_run_pipeline() {
     *) echo "SUPERVISION must be box, scribble, point or image (got '${SUPERVISION}')" >&2; return 2 ;;
   esac
   mkdir -p "${OUT}"
+  # 0. (image) SEAM CAMs, confident seeds and top-100% labels (infer_SEAM.py)
+  if [ "${SUPERVISION}" = image ] && [ -n "${SEAM_WEIGHTS}" ]; then
+    CAM_DIR=${CAM_DIR:-${OUT}/seam_cam}
+    ${py} -m a2gnn.infer_seam --weights "${SEAM_WEIGHTS}" --voc12_root "${VOC12_ROOT}" --infer_list "${INFER_LIST}" \
+      --cls_labels "${CLS_LABELS:-voc12/cls_labels.npy}" --out_cam "${CAM_DIR}" --crf "${SEED_DIR}" \
+      --ori_crf "${OUT}/SEAM_Image_Full" ${MODEL_FLAGS}
+  fi
   # 1. gated affinity network on the seeds (train_gated_aff.py)
   if [ ! -f "${OUT}/aff_${SUPERVISION}.npz" ]; then
     ${py} -m a2gnn.train_gated_aff --radius ${radius_aff} --label_dir "${AFF_SEED_DIR:-${SEED_DIR}}" \

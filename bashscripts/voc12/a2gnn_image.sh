@@ -11,7 +11,8 @@ EVAL_LIST=${EVAL_LIST:-voc12/val.txt}
 SEED_DIR=${SEED_DIR:-./data/Init_Label/SEAM_Image}
 AFF_SEED_DIR=${AFF_SEED_DIR:-./data/Init_Label/SEAM_Image}
 AFF_WEIGHTS=${AFF_WEIGHTS:-./netWeights/resnet38_aff_SEAM.pth}
-CAM_DIR=${CAM_DIR:-}                 # SEAM CAMs (the original infer_SEAM.py --out_cam) for --rw True; empty = --rw False
+CAM_DIR=${CAM_DIR:-}                 # SEAM CAMs (infer_seam --out_cam) for --rw True; empty = --rw False
+SEAM_WEIGHTS=${SEAM_WEIGHTS:-}       # resnet38_SEAM.pth: run infer_seam first (seeds -> SEED_DIR, CAMs -> CAM_DIR)
 OUT=${OUT:-runs/voc12/a2gnn_image}
 source "$(dirname "$0")/../lib/a2gnn_pipeline.sh"
 a2gnn_run_pipeline

@@ -39,3 +39,27 @@ def test_cam_normalisation_and_pcm_match_numpy():
     aff = aff / (aff.sum(axis=0, keepdims=True) + 1e-5)
     cam_rv = (expected.reshape(12, 21).T @ aff).T.reshape(1, 3, 4, 21)
     np.testing.assert_allclose(pcm(tf.constant(expected), features).numpy(), cam_rv, rtol=1e-5, atol=1e-6)
+
+
+def test_infer_seam_writes_every_output_and_resumes(synthetic_voc, tmp_path):
+    from absl import flags
+    from PIL import Image
+    from a2gnn import infer_seam
+    lines = open(f'{synthetic_voc}/voc12/train.txt').read().splitlines()[:1]
+    (tmp_path / 'list.txt').write_text(lines[0] + '\n')
+    name = lines[0].split()[0][-15:-4]
+    fv = flags.FlagValues()
+    infer_seam.define_flags(fv)
+    out = tmp_path / 'out'
+    fv(['prog', '--weights', '', '--infer_list', str(tmp_path / 'list.txt'), '--voc12_root',
+        f'{synthetic_voc}/VOCdevkit/VOC2012', '--cls_labels', f'{synthetic_voc}/voc12/cls_labels.npy',
+        '--width_multiplier', '0.0625', '--out_cam', str(out / 'cam'), '--out_cam_pred', str(out / 'pred'),
+        '--out_crf', str(out / 'crf'), '--crf', str(out / 'seeds'), '--ori_crf', str(out / 'full')])
+    assert infer_seam.main([], fv, progress=False) == [name]
+    seeds = np.array(Image.open(out / 'seeds' / (name + '.png')))
+    full = np.array(Image.open(out / 'full' / (name + '.png')))
+    assert seeds.shape == full.shape == (64, 64)
+    assert np.all((seeds == 255) | (seeds == full))  # confident seeds are the top-100% labels or unlabelled
+    for path in (out / 'cam' / (name + '.npy'), out / 'crf_4.0' / (name + '.npy'), out / 'crf_24.0' / (name + '.npy')):
+        assert path.exists()
+    assert infer_seam.main([], fv, progress=False) == []  # everything exists: skipped
