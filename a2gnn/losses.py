@@ -164,6 +164,41 @@ def _boxes(boxes, box_class):
     return boxes, classes
 
 
+def _box_mp_loss(pred, features_at, dot_with, boxes, box_class, seed):
+    """box_mp_loss on any feature source: features_at(points [K, 2] absolute (y, x)) -> [K, F];
+    dot_with(prototype [F]) -> [H, W] dot products of every pixel's feature with the prototype."""
+    pred = tf.convert_to_tensor(pred, tf.float32)
+    seed = tf.convert_to_tensor(seed)
+    boxes, classes = _boxes(boxes, box_class)
+    height, width = int(pred.shape[1]), int(pred.shape[2])
+    mil_loss, mil_count, dis_loss, dis_count = 0.0, 0, 0.0, 0
+    for (x0, y0, x1, y1), c in zip(boxes.tolist(), classes):
+        pred_box = pred[0, y0:y1 + 1, x0:x1 + 1]
+        box_h, box_w = int(pred_box.shape[0]), int(pred_box.shape[1])
+        class_box = pred_box[..., c]
+        # argmax returns the first maximum, as torch.max on CPU does.
+        col_of_row = tf.argmax(class_box, axis=1, output_type=tf.int32)
+        row_of_col = tf.argmax(class_box, axis=0, output_type=tf.int32)
+        positions = tf.concat([tf.stack([tf.range(box_h), col_of_row], axis=1),
+                               tf.stack([row_of_col, tf.range(box_w)], axis=1)], axis=0)
+        pred_sel = tf.gather_nd(pred_box, positions)  # [K, C]
+        fts_sel = features_at(positions + tf.constant([[y0, x0]], tf.int32))  # [K, F]
+        k = box_h + box_w
+        mil_loss += masked_cross_entropy(pred_sel, tf.fill([k], c), reduction='sum')
+        mil_count += k
+        norm = tf.norm(fts_sel, axis=1, keepdims=True)
+        cos = tf.matmul(fts_sel, fts_sel, transpose_b=True) / (tf.matmul(norm, norm, transpose_b=True) + 1e-7)
+        dis_loss += tf.reduce_sum(1.0 - cos + 1e-5)
+        dis_count += k * k
+        # Consistency check (a no-op for non-negative features): only the sign of the cosine matters.
+        dot = dot_with(tf.stop_gradient(tf.reduce_mean(fts_sel, axis=0)))  # [H, W]
+        in_box = np.zeros((height, width), bool)
+        in_box[y0:y1 + 1, x0:x1 + 1] = True
+        flip = in_box[None] & tf.equal(seed, tf.cast(c, seed.dtype)) & (dot < 0)[None]
+        seed = tf.where(flip, tf.cast(IGNORE_LABEL, seed.dtype), seed)
+    return mil_loss / mil_count + dis_loss / dis_count, seed
+
+
 def box_mp_loss(pred, fts, boxes, box_class, seed):
     """`mytool.box_mp_loss_with_consistency_checking`: box MIL on row/column maxima plus feature consistency.
 
@@ -180,39 +215,36 @@ def box_mp_loss(pred, fts, boxes, box_class, seed):
     Returns:
       (loss, seed_after).
     """
+    fts = tf.convert_to_tensor(fts, tf.float32)[0]
+    return _box_mp_loss(pred, lambda points: tf.gather_nd(fts, points),
+                        lambda prototype: tf.reduce_sum(fts * prototype, axis=-1), boxes, box_class, seed)
+
+
+def box_mp_loss_from_nodes(pred, fts_nodes, f_h, f_w, boxes, box_class, seed):
+    """box_mp_loss with fts = bilinear(fts_nodes [f_h*f_w, F] -> seed size), without the full-resolution feature
+    map: the selected pixels are interpolated from their 4 nodes (the same weights and sum as `resize_bilinear`),
+    and the prototype test upsamples the node-level dot products (bilinear resizing is linear)."""
     pred = tf.convert_to_tensor(pred, tf.float32)
-    fts = tf.convert_to_tensor(fts, tf.float32)
-    seed = tf.convert_to_tensor(seed)
-    boxes, classes = _boxes(boxes, box_class)
     height, width = int(pred.shape[1]), int(pred.shape[2])
-    mil_loss, mil_count, dis_loss, dis_count = 0.0, 0, 0.0, 0
-    for (x0, y0, x1, y1), c in zip(boxes.tolist(), classes):
-        pred_box = pred[0, y0:y1 + 1, x0:x1 + 1]
-        fts_box = fts[0, y0:y1 + 1, x0:x1 + 1]
-        box_h, box_w = int(pred_box.shape[0]), int(pred_box.shape[1])
-        class_box = pred_box[..., c]
-        # argmax returns the first maximum, as torch.max on CPU does.
-        col_of_row = tf.argmax(class_box, axis=1, output_type=tf.int32)
-        row_of_col = tf.argmax(class_box, axis=0, output_type=tf.int32)
-        positions = tf.concat([tf.stack([tf.range(box_h), col_of_row], axis=1),
-                               tf.stack([row_of_col, tf.range(box_w)], axis=1)], axis=0)
-        pred_sel = tf.gather_nd(pred_box, positions)  # [K, C]
-        fts_sel = tf.gather_nd(fts_box, positions)  # [K, F]
-        k = box_h + box_w
-        mil_loss += masked_cross_entropy(pred_sel, tf.fill([k], c), reduction='sum')
-        mil_count += k
-        norm = tf.norm(fts_sel, axis=1, keepdims=True)
-        cos = tf.matmul(fts_sel, fts_sel, transpose_b=True) / (tf.matmul(norm, norm, transpose_b=True) + 1e-7)
-        dis_loss += tf.reduce_sum(1.0 - cos + 1e-5)
-        dis_count += k * k
-        # Consistency check (a no-op for non-negative features): only the sign of the cosine matters.
-        prototype = tf.reduce_mean(fts_sel, axis=0)
-        dot = tf.reduce_sum(fts[0] * tf.stop_gradient(prototype), axis=-1)  # [H, W]
-        in_box = np.zeros((height, width), bool)
-        in_box[y0:y1 + 1, x0:x1 + 1] = True
-        flip = in_box[None] & tf.equal(seed, tf.cast(c, seed.dtype)) & (dot < 0)[None]
-        seed = tf.where(flip, tf.cast(IGNORE_LABEL, seed.dtype), seed)
-    return mil_loss / mil_count + dis_loss / dis_count, seed
+    nodes = tf.reshape(tf.convert_to_tensor(fts_nodes, tf.float32), (f_h, f_w, -1))
+    h_taps = [tf.constant(t) for t in _linear_taps(f_h, height)]
+    w_taps = [tf.constant(t) for t in _linear_taps(f_w, width)]
+
+    def features_at(points):
+        h0, h1, hl0, hl1 = (tf.gather(t, points[:, 0]) for t in h_taps)
+        w0, w1, wl0, wl1 = (tf.gather(t, points[:, 1]) for t in w_taps)
+
+        def tap(rows, cols, hl, wl):
+            weight = tf.cast(hl * wl, tf.float32)[:, None]
+            return tf.gather_nd(nodes, tf.stack([rows, cols], axis=1)) * weight
+
+        return tap(h0, w0, hl0, wl0) + (tap(h0, w1, hl0, wl1) + (tap(h1, w0, hl1, wl0) + tap(h1, w1, hl1, wl1)))
+
+    def dot_with(prototype):
+        dots = tf.reduce_sum(nodes * prototype, axis=-1)[None, :, :, None]
+        return resize_bilinear(dots, (height, width))[0, :, :, 0]
+
+    return _box_mp_loss(pred, features_at, dot_with, boxes, box_class, seed)
 
 
 def box_mil_loss(pred, boxes, box_class):

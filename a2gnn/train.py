@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from a2gnn.gated_crf import gated_crf_loss
-from a2gnn.losses import (GATED_CRF_KERNELS, IGNORE_LABEL, box_mp_loss, node_logits_to_image, split_ce_from_pred,
-                          split_ce_loss)
+from a2gnn.losses import (GATED_CRF_KERNELS, IGNORE_LABEL, box_mp_loss_from_nodes, node_logits_to_image,
+                          split_ce_from_pred, split_ce_loss)
 from a2gnn.model import A2GNN
 from common.train.optimizers import TorchAdam
 
@@ -46,8 +46,8 @@ def _box_step(x, fts, seed, f_h, f_w, boxes, box_class):
     seed = tf.convert_to_tensor(seed)
     size = (int(seed.shape[1]), int(seed.shape[2]))
     pred = node_logits_to_image(x, f_h, f_w, size)
-    fts_image = node_logits_to_image(fts, f_h, f_w, size)
-    box_loss, seed_after = box_mp_loss(pred, fts_image, boxes, box_class, seed)
+    # The original upsamples the 256-d features to the full seed size; only the selected pixels are needed.
+    box_loss, seed_after = box_mp_loss_from_nodes(pred, fts, f_h, f_w, boxes, box_class, seed)
     # The original edits the seed in place before splitting it, so the CE already sees the edited seed.
     bg_loss, fg_loss = split_ce_from_pred(pred, seed_after)
     return pred, box_loss, seed_after, bg_loss, fg_loss
