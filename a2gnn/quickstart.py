@@ -78,6 +78,8 @@ def main(argv):
     from common.data.synthetic import generate
     if not FLAGS.out:
         raise flags.ValidationError('--out is required')
+    import keras
+    keras.utils.set_random_seed(FLAGS.seed)  # the from-scratch trunk's initialisation
     start = time.time()
     out = os.path.abspath(FLAGS.out)
     data = os.path.join(out, 'data')
