@@ -99,7 +99,8 @@ def main(argv, flag_values=None):
     losses = train_gated_affinity(net, load_img_name_list(fv.train_list), fv.voc12_root, fv.label_dir,
                                   fv.crop_size, fv.batch_size, fv.max_epoches, fv.lr, fv.wt_dec, fv.radius, fv.seed)
     path = save_weights(net, fv.session_name + '.npz')
-    logging.info('%d steps, last loss %.4f; weights written to %s', len(losses), losses[-1], path)
+    print(f'{len(losses)} steps, loss {np.mean(losses[:2]):.4f} (first 2) -> {np.mean(losses[-2:]):.4f} (last 2); '
+          f'weights written to {path}')
 
 
 def run():
