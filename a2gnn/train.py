@@ -1,0 +1,139 @@
+"""Per-image GNN training of A2GNN (`mytool.train_with_*`, box.py / others.py main loops).
+
+The `*_loss` functions compute the loss of one step from the GNN outputs (x: [N, C] logits, fts: [N, F]
+features, node-major); `train_gnn` runs the two phases of a mode with PyTorch-Adam semantics.
+"""
+import numpy as np
+import tensorflow as tf
+
+from a2gnn.gated_crf import gated_crf_loss
+from a2gnn.losses import (GATED_CRF_KERNELS, IGNORE_LABEL, box_mp_loss_from_nodes, node_logits_to_image,
+                          split_ce_from_pred, split_ce_loss)
+from a2gnn.model import A2GNN
+from common.train.optimizers import TorchAdam
+
+GATED_CRF_RADIUS = 5
+CRF_WEIGHT_OTHERS = 0.3
+CRF_WEIGHT_BOX = 0.01
+
+
+def _potts_crf(x, f_h, f_w, sample):
+    y = tf.nn.softmax(tf.reshape(tf.convert_to_tensor(x, tf.float32), (1, f_h, f_w, -1)), axis=-1)
+    return gated_crf_loss(y, list(GATED_CRF_KERNELS), GATED_CRF_RADIUS, sample, f_h, f_w)['loss']
+
+
+def train_with_nocrf_loss(x, seed, f_h, f_w):
+    """Phase 1 of image/point/scribble: bg + fg split CE. Returns dict loss, bg_loss, fg_loss, pred."""
+    loss, bg_loss, fg_loss, pred = split_ce_loss(x, seed, f_h, f_w)
+    return {'loss': loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'pred': pred}
+
+
+def train_with_crf_loss(x, seed, f_h, f_w, sample, crf_weight=CRF_WEIGHT_OTHERS):
+    """Phase 2 of image/point/scribble: bg + fg + 0.3 * gated CRF (Potts, radius 5, xy 6, rgb 0.1).
+
+    Args:
+      x: [f_h*f_w, C] logits; seed: [1, H, W]; sample: {'rgb': [1, f_h, f_w, 3]} normalised image.
+    Returns:
+      dict loss, bg_loss, fg_loss, crf_loss (unweighted), pred.
+    """
+    loss, bg_loss, fg_loss, pred = split_ce_loss(x, seed, f_h, f_w)
+    crf_loss = _potts_crf(x, f_h, f_w, sample)
+    return {'loss': loss + crf_weight * crf_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'crf_loss': crf_loss,
+            'pred': pred}
+
+
+def _box_step(x, fts, seed, f_h, f_w, boxes, box_class):
+    seed = tf.convert_to_tensor(seed)
+    size = (int(seed.shape[1]), int(seed.shape[2]))
+    pred = node_logits_to_image(x, f_h, f_w, size)
+    # The original upsamples the 256-d features to the full seed size; only the selected pixels are needed.
+    box_loss, seed_after = box_mp_loss_from_nodes(pred, fts, f_h, f_w, boxes, box_class, seed)
+    # The original edits the seed in place before splitting it, so the CE already sees the edited seed.
+    bg_loss, fg_loss = split_ce_from_pred(pred, seed_after)
+    return pred, box_loss, seed_after, bg_loss, fg_loss
+
+
+def train_with_mp_nocrf_loss(x, fts, seed, f_h, f_w, boxes, box_class):
+    """Phase 1 of box: bg + fg + box MIL/consistency loss.
+
+    Returns:
+      dict loss, bg_loss, fg_loss, box_loss, pred, seed_after (the seed after the consistency check, which the
+      original keeps for the following steps).
+    """
+    pred, box_loss, seed_after, bg_loss, fg_loss = _box_step(x, fts, seed, f_h, f_w, boxes, box_class)
+    return {'loss': bg_loss + fg_loss + box_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'box_loss': box_loss,
+            'pred': pred, 'seed_after': seed_after}
+
+
+def train_with_mp_crf_loss(x, fts, seed, f_h, f_w, sample, boxes, box_class, crf_weight=CRF_WEIGHT_BOX):
+    """Phase 2 of box: bg + fg + 0.01 * gated CRF + box loss. Returns the dict of phase 1 plus crf_loss."""
+    pred, box_loss, seed_after, bg_loss, fg_loss = _box_step(x, fts, seed, f_h, f_w, boxes, box_class)
+    crf_loss = _potts_crf(x, f_h, f_w, sample)
+    return {'loss': bg_loss + fg_loss + crf_weight * crf_loss + box_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss,
+            'crf_loss': crf_loss, 'box_loss': box_loss, 'pred': pred, 'seed_after': seed_after}
+
+
+MODES = ('box', 'others')
+PHASE_LOSSES = {'box': ('mp_nocrf', 'mp_crf'), 'others': ('nocrf', 'crf')}
+
+
+def _log_empty_terms(seed, log):
+    seed = np.asarray(seed)
+    if not np.any(seed == 0):
+        log('seed has no background pixel: the background term is skipped (the original gives NaN)')
+    if not np.any((seed != 0) & (seed != IGNORE_LABEL)):
+        log('seed has no foreground pixel: the foreground term is skipped (the original gives NaN)')
+
+
+def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class=None, epochs=50, lr=0.03,
+              weight_decay=5e-4, hidden=256, dropout=0.5, num_class=21, random_seed=0, aff_cropping=None,
+              log=print):
+    """Trains a fresh A2GNN on one image: `epochs` steps of phase 1 then `epochs` of phase 2 with one
+    PyTorch-semantics Adam (coupled L2) shared by both phases, as box.py / others.py.
+
+    Args:
+      x: [N, F] node features; graph: NeighbourGraph (or dense adj [N, N] with aff_cropping).
+      seed: [1, 8 f_h, 8 f_w] padded seed (255 padding for box, 0 for others).
+      mode: 'box' (phases mp_nocrf, mp_crf; needs boxes, box_class) or 'others' (nocrf, crf).
+      sample: {'rgb': [1, f_h, f_w, 3]} for the gated CRF of phase 2.
+    Returns:
+      (model, history): the trained A2GNN and a list of per-step loss dicts (floats).
+    """
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    _log_empty_terms(seed, log)
+    model = A2GNN(int(x.shape[1]), hidden, num_class, 3, dropout, seed=random_seed)
+    optimizer = TorchAdam(weight_decay=weight_decay)
+    optimizer.build(model.weights)
+    x = tf.convert_to_tensor(x, tf.float32)
+    seed = tf.convert_to_tensor(np.asarray(seed, np.int64))
+    history = []
+
+    def step(phase, seed):
+        # One graph per phase (eager ops cost ~1 s a step on CPU), without autograph: the code has only Python
+    # control flow, and converting it took most of the tracing time.
+        with tf.GradientTape() as tape:
+            logits, fts = model(x, graph, aff_cropping, training=True)
+            if phase == 'nocrf':
+                out = train_with_nocrf_loss(logits, seed, f_h, f_w)
+            elif phase == 'crf':
+                out = train_with_crf_loss(logits, seed, f_h, f_w, sample)
+            elif phase == 'mp_nocrf':
+                out = train_with_mp_nocrf_loss(logits, fts, seed, f_h, f_w, boxes, box_class)
+            else:
+                out = train_with_mp_crf_loss(logits, fts, seed, f_h, f_w, sample, boxes, box_class)
+        grads = tape.gradient(out['loss'], model.weights)
+        optimizer.apply_gradients(zip(grads, model.weights), lr)
+        return out
+
+    for phase in PHASE_LOSSES[mode]:
+        compiled = tf.function(lambda seed, phase=phase: step(phase, seed), autograph=False)
+        for _ in range(epochs):
+            out = compiled(seed)
+            if 'seed_after' in out:  # the original's in-place seed edit persists
+                seed = out['seed_after']
+            loss = float(out['loss'])
+            if not np.isfinite(loss):
+                raise FloatingPointError(f'GNN loss is {loss} in phase {phase}: training stopped')
+            history.append({k: float(v) for k, v in out.items() if np.ndim(v) == 0})
+    return model, history

@@ -1,0 +1,16 @@
+#!/bin/bash
+# A2GNN, box supervision on PASCAL VOC 2012 (the original README's commands), then DeepLab on the pseudo labels.
+# Usage (repository root): VOC12_ROOT=/path/VOC2012 AFF_WEIGHTS=netWeights/resnet38_aff_SEAM.pth \
+#   bash bashscripts/voc12/a2gnn_box.sh   (seeds: the authors' data/Init_Label/SEAM_Box)
+set -e
+SUPERVISION=box
+VOC12_ROOT=${VOC12_ROOT:-/your/path/VOCdevkit/VOC2012}
+TRAIN_LIST=${TRAIN_LIST:-voc12/train_aug.txt}
+INFER_LIST=${INFER_LIST:-voc12/train_aug.txt}
+EVAL_LIST=${EVAL_LIST:-voc12/val.txt}
+SEED_DIR=${SEED_DIR:-./data/Init_Label/SEAM_Box}
+AFF_SEED_DIR=${AFF_SEED_DIR:-./data/Init_Label/SEAM_Box}
+AFF_WEIGHTS=${AFF_WEIGHTS:-./netWeights/resnet38_aff_SEAM.pth}
+OUT=${OUT:-runs/voc12/a2gnn_box}
+source "$(dirname "$0")/../lib/a2gnn_pipeline.sh"
+a2gnn_run_pipeline
