@@ -60,8 +60,7 @@ def main(argv, flag_values=FLAGS):
     def dataset_fn(input_context):
         return build_psa_cls_dataset(f.train_list, f.voc12_root, f.cls_labels, f.batch_size, f.crop_size, arch,
                                      seed=f.seed, input_context=input_context, repeat=True,
-                                     min_long=min_long, max_long=max_long,
-                                     num_parallel_calls=1)  # PIL's ImageEnhance crashed in parallel threads
+                                     min_long=min_long, max_long=max_long)
 
     run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH)
 
