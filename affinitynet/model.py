@@ -46,13 +46,15 @@ def arch_of(network):
     return _check_arch(name)
 
 
-def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False):
+def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None):
     """The backbone of a cls ('cls') or affinity ('aff') net, frozen layers as the originals' `not_training`.
 
     from_scratch: (ResNet-38 only) half-LeCun-normal conv initialisation and only conv1a frozen
       (psa's resnet38d base), for training without
       ImageNet weights (synthetic data, the quick start): with the frozen BN an identity, PyTorch's default init
       shrinks the signal through the 38 layers to nothing and He init makes it explode.
+    bn_decay: (ResNet-38 only) None = the original frozen BN; a float trains BN from batch statistics with this
+      moving-average decay (from-scratch training: frozen statistics of mean 0 / variance 1 do not normalise).
 
     Returns:
       keras.Model images -> dict of endpoints: ResNet-38 conv4/conv5/conv6, VGG-16 conv4/conv5/conv5fc
@@ -64,9 +66,11 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
         if from_scratch:
             return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                            not_training=resnet38.NOT_TRAINING['psa_base'],
-                                           kernel_initializer=SCRATCH_INITIALIZER)
+                                           kernel_initializer=SCRATCH_INITIALIZER, bn_decay=bn_decay)
         return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
-                                       not_training=resnet38.NOT_TRAINING['psa_' + kind])
+                                       not_training=resnet38.NOT_TRAINING['psa_' + kind], bn_decay=bn_decay)
+    if bn_decay is not None:
+        raise ValueError('--bn_decay: only ResNet-38 has batch norm (VGG-16 has none)')
     endpoints = ('conv5fc',) if kind == 'cls' else ('conv4', 'conv5', 'conv5fc')
     return vgg16.build_vgg16d(fc6_dilation=1 if kind == 'cls' else 4, width_multiplier=width_multiplier,
                               widths=widths, return_endpoints=endpoints, not_training=vgg16.NOT_TRAINING)
@@ -170,15 +174,17 @@ class AffinityNet(keras.Model):
         return self.head(self.backbone(images, training=training), to_dense=to_dense)[1]
 
 
-def build_classifier(arch='resnet38', width_multiplier=1.0, widths=None, from_scratch=False):
-    """A `ClassifierNet` with its backbone (weights initialised, to be loaded)."""
-    return ClassifierNet(build_backbone(arch, 'cls', width_multiplier, widths, from_scratch), arch,
+def build_classifier(arch='resnet38', width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None):
+    """A `ClassifierNet` with its backbone (weights initialised, to be loaded; bn_decay see `build_backbone`)."""
+    return ClassifierNet(build_backbone(arch, 'cls', width_multiplier, widths, from_scratch, bn_decay), arch,
                          name=f'{arch}_cls')
 
 
-def build_affinity_net(arch='resnet38', width_multiplier=1.0, widths=None, radius=5, from_scratch=False):
-    """An `AffinityNet` with its backbone."""
-    return AffinityNet(build_backbone(arch, 'aff', width_multiplier, widths, from_scratch), arch, radius=radius,
+def build_affinity_net(arch='resnet38', width_multiplier=1.0, widths=None, radius=5, from_scratch=False,
+                       bn_decay=None):
+    """An `AffinityNet` with its backbone (bn_decay see `build_backbone`)."""
+    return AffinityNet(build_backbone(arch, 'aff', width_multiplier, widths, from_scratch, bn_decay), arch,
+                       radius=radius,
                        name=f'{arch}_aff')
 
 

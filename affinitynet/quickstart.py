@@ -21,10 +21,17 @@ flags.DEFINE_string('out', 'runs/psa_quickstart', 'Output folder.')
 flags.DEFINE_integer('num_images', 60, 'Synthetic images (about 80% train_aug).')
 flags.DEFINE_integer('size', 112, 'Image side.')
 flags.DEFINE_float('width_multiplier', 0.125, 'ResNet-38 channel scale.')
-flags.DEFINE_integer('cls_steps', 120, 'Classifier steps.')
+flags.DEFINE_integer('cls_steps', 300, 'Classifier steps.')
 flags.DEFINE_integer('aff_steps', 60, 'AffinityNet steps.')
 flags.DEFINE_integer('batch_size', 8, 'Batch size of both trainings.')
 flags.DEFINE_integer('logt', 8, 'Random walk: 2^logt steps.')
+
+# Training from scratch (the originals start from ImageNet weights), so two settings differ from the originals'
+# defaults, each through its flag: batch norm trained on batch statistics (--bn_decay; frozen BN keeps mean 0 /
+# variance 1 and leaves the deep net unnormalised) and a RandomResizeLong range that fits the small images
+# (--resize_long; 256..512 would crop a 112-pixel image to a fraction, whose image-level labels then mostly lie).
+# With the original settings the classifier only learned the class priors.
+SCRATCH_BN_DECAY = 0.9
 
 
 def _run(module, *args):
@@ -49,10 +56,12 @@ def pipeline(out, num_images=60, size=112, width_multiplier=0.125, cls_steps=120
     train_list = os.path.join(lists, 'train_aug.txt')
     p = {k: os.path.join(out, k) for k in ('cam', 'crf_la', 'crf_ha', 'cam_pred', 'rw')}
     model = ['--network', 'network.resnet38_cls', '--width_multiplier', width_multiplier]
-    common = ['--voc12_root', root, '--batch_size', batch_size, '--crop_size', size, '--seed', seed]
+    common = ['--voc12_root', root, '--batch_size', batch_size, '--crop_size', size, '--seed', seed,
+              '--bn_decay', SCRATCH_BN_DECAY]
     if not os.path.isfile(os.path.join(out, 'cls.npz')):
         _run('affinitynet.train_cls', *model, '--weights', '', '--train_list', train_list, '--cls_labels',
-             os.path.join(lists, 'cls_labels.npy'), '--max_steps', cls_steps, '--session_name',
+             os.path.join(lists, 'cls_labels.npy'), '--max_steps', cls_steps,
+             '--resize_long', f'{size * 7 // 8},{size * 9 // 8}', '--session_name',
              os.path.join(out, 'cls'), *common)
     _run('affinitynet.infer_cls', *model, '--weights', os.path.join(out, 'cls.npz'), '--infer_list', train_list,
          '--voc12_root', root, '--cls_labels', os.path.join(lists, 'cls_labels.npy'), '--out_cam', p['cam'],

@@ -97,7 +97,9 @@ def _stencil_walk(radius):
             for k, (dy, dx) in enumerate(stencil):
                 window = tf.slice(padded, [rf + dy, rf + dx, 0], [height, width, -1])
                 out += window * weights[:, :, k:k + 1]
-            return i + 1, out
+            # the dynamic slices lose the static shape; a single channel (bg only: the image's CAMs are all
+            # zero) would otherwise come out of the broadcast as None and fail the loop's shape check
+            return i + 1, tf.ensure_shape(out, current.shape)
 
         _, cam = tf.while_loop(lambda i, _: i < steps, step, [tf.constant(0), cam])
         return cam

@@ -51,7 +51,8 @@ def main(argv, flag_values=FLAGS):
     arch = model_lib.arch_of(f.network)
     names = runtime.image_ids(f.train_list, '--train_list')
     keras.utils.set_random_seed(f.seed)
-    net = model_lib.build_affinity_net(arch, f.width_multiplier, from_scratch=not f.weights)
+    net = model_lib.build_affinity_net(arch, f.width_multiplier, from_scratch=not f.weights,
+                                       bn_decay=f.bn_decay)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):

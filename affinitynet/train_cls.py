@@ -22,6 +22,20 @@ def define_flags(flag_values=FLAGS):
     define_training_flags(flag_values, batch_size=16, max_epoches=15, session_name='vgg_cls')
     runtime.define_model_flags(flag_values, 'network.vgg16_cls')
     flags.DEFINE_string('cls_labels', 'voc12/cls_labels.npy', 'Image-level labels.', flag_values=flag_values)
+    flags.DEFINE_string('resize_long', '256,512', 'RandomResizeLong range "min,max" of the long image side before '
+                        'the crop (the original\'s 256,512 suits VOC images and 448 crops; ours, for smaller '
+                        'images).', flag_values=flag_values)
+
+
+def parse_resize_long(value):
+    """'min,max' -> (min, max) ints with 0 < min <= max; errors name --resize_long."""
+    try:
+        low, high = (int(v) for v in value.split(','))
+    except ValueError:
+        raise ValueError(f'--resize_long: expected "min,max" (two integers), got {value!r}') from None
+    if not 0 < low <= high:
+        raise ValueError(f'--resize_long: need 0 < min <= max, got {value!r}')
+    return low, high
 
 
 def main(argv, flag_values=FLAGS):
@@ -32,9 +46,11 @@ def main(argv, flag_values=FLAGS):
     if f.weights is None:
         raise app.UsageError('--weights: required (ImageNet .params / .caffemodel; "" for from scratch)')
     arch = model_lib.arch_of(f.network)
+    min_long, max_long = parse_resize_long(f.resize_long)
     names = runtime.image_ids(f.train_list, '--train_list')
     keras.utils.set_random_seed(f.seed)
-    net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights)
+    net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights,
+                                     bn_decay=f.bn_decay)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):
@@ -44,7 +60,7 @@ def main(argv, flag_values=FLAGS):
     def dataset_fn(input_context):
         return build_psa_cls_dataset(f.train_list, f.voc12_root, f.cls_labels, f.batch_size, f.crop_size, arch,
                                      seed=f.seed, input_context=input_context, repeat=True,
-                                     num_parallel_calls=1)  # PIL's ImageEnhance crashed in parallel threads
+                                     min_long=min_long, max_long=max_long)
 
     run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH)
 

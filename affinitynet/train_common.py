@@ -11,7 +11,7 @@ from common.train.optimizers import poly_optimizer
 
 def define_training_flags(flag_values, batch_size, max_epoches, session_name):
     """The originals' training flags plus ours (--max_steps, --snapshot_dir, --save_every,
-    --intended_momentum, --seed)."""
+    --intended_momentum, --seed, --bn_decay)."""
     flags.DEFINE_integer('batch_size', batch_size, 'Batch size.', flag_values=flag_values)
     flags.DEFINE_integer('max_epoches', max_epoches, 'Epochs (max_step = len(list)//batch_size * epochs).',
                          flag_values=flag_values)
@@ -33,6 +33,9 @@ def define_training_flags(flag_values, batch_size, max_epoches, session_name):
     flags.DEFINE_boolean('intended_momentum', False, 'SGD momentum 0.9 instead of the original\'s 5e-4 '
                          '(positional-argument quirk).', flag_values=flag_values)
     flags.DEFINE_integer('seed', 0, 'Seed of initialisation and data order.', flag_values=flag_values)
+    flags.DEFINE_float('bn_decay', None, 'ResNet-38 only: train batch norm (batch statistics, moving averages with '
+                       'this decay, e.g. 0.9) instead of the original\'s frozen BN; for training from scratch '
+                       '(ours; unset = the original).', flag_values=flag_values)
 
 
 def run_training(model, loss_fn, dataset_fn, f, num_images, scratch_prefixes):

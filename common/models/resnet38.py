@@ -149,17 +149,23 @@ def _conv(filters, kernel, original_name, strides=1, padding=0, dilation=1, init
                                     name=original_name)
 
 
-def _bn(original_name):
-    return torch_layers.FrozenBatchNorm(original_name=original_name, name=original_name)
+def _bn_layer(original_name, bn_decay=None):
+    if bn_decay is None:
+        return torch_layers.FrozenBatchNorm(original_name=original_name, name=original_name)
+    return torch_layers.TrainableBatchNorm(bn_decay, original_name=original_name, name=original_name)
 
 
 def _relu(name):
     return keras.layers.ReLU(name=name)
 
 
-def _unit_forward(x, u, kernel_initializer):
+def _unit_forward(x, u, kernel_initializer, bn_decay=None):
     """Applies one residual unit; returns (output, x_bn_relu)."""
     p = u.name
+
+    def _bn(original_name):
+        return _bn_layer(original_name, bn_decay)
+
     x_bn_relu = _relu(f'{p}.relu_branch2a')(_bn(f'{p}.bn_branch2a')(x))
     if _has_shortcut_conv(u):
         shortcut = _conv(u.out_channels, 1, f'{p}.conv_branch1', strides=u.stride,
@@ -187,7 +193,8 @@ def _unit_forward(x, u, kernel_initializer):
 
 
 def build_resnet38(width_multiplier=1.0, widths=None, return_endpoints=('conv4', 'conv5', 'conv6'),
-                   not_training=(), kernel_initializer=None, input_shape=(None, None, 3), name='resnet38'):
+                   not_training=(), kernel_initializer=None, input_shape=(None, None, 3), name='resnet38',
+                   bn_decay=None):
     """Builds ResNet-38 "38d" (psa network/resnet38d.py `Net.forward_as_dict`) as a dict-output keras.Model.
 
     Args:
@@ -201,6 +208,8 @@ def build_resnet38(width_multiplier=1.0, widths=None, return_endpoints=('conv4',
       kernel_initializer: conv kernel initializer (default: PyTorch's Conv2d default); weights are normally loaded.
       input_shape: [H, W, 3] (None for dynamic sizes).
       name: model name.
+      bn_decay: None (the original) = frozen BN on its stored statistics; a float = BN trained from batch
+        statistics with this moving-average decay (`torch_layers.TrainableBatchNorm`), for training from scratch.
     Returns:
       keras.Model: images [N,H,W,3] -> {endpoint: [N,h,w,C]}. Output size at stride 8 is ceil(H/8).
       Dropouts (b6: 0.3, b7: 0.5, channel-wise) are active when called with training=True.
@@ -216,10 +225,10 @@ def build_resnet38(width_multiplier=1.0, widths=None, return_endpoints=('conv4',
     features = {}
     unit_to_endpoint = {v: k for k, v in ENDPOINT_UNITS.items()}
     for u in units:
-        x, x_bn_relu = _unit_forward(x, u, kernel_initializer)
+        x, x_bn_relu = _unit_forward(x, u, kernel_initializer, bn_decay)
         if u.name in unit_to_endpoint:
             features[unit_to_endpoint[u.name]] = x_bn_relu
-    features['conv6'] = _relu('conv6')(_bn('bn7')(x))
+    features['conv6'] = _relu('conv6')(_bn_layer('bn7', bn_decay)(x))
 
     model = keras.Model(images, {e: features[e] for e in return_endpoints}, name=name)
     torch_layers.freeze_layers(model, not_training)

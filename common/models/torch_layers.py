@@ -167,6 +167,37 @@ class FrozenBatchNorm(keras.layers.Layer):
         return config
 
 
+
+@keras.saving.register_keras_serializable(package='affinity_seg')
+class TrainableBatchNorm(keras.layers.BatchNormalization):
+    """PyTorch BatchNorm2d in train mode (batch statistics, moving averages), eps 1e-5, channels last.
+
+    Not what PSA does (its BN is always frozen, see `FrozenBatchNorm`): for training ResNet-38 from scratch, where
+    frozen statistics of mean 0 / variance 1 leave the deep net unnormalised. Same variables and original names as
+    `FrozenBatchNorm` (weight, bias, running_mean, running_var), so weights move between the two.
+
+    Args:
+      decay: moving-average decay (Keras `momentum`; PyTorch's momentum 0.1 is decay 0.9).
+    """
+
+    def __init__(self, decay=0.9, epsilon=BN_EPSILON, original_name=None, **kwargs):
+        kwargs.pop('momentum', None)
+        super().__init__(momentum=decay, epsilon=epsilon, **kwargs)
+        self.original_name = original_name
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.original_name:
+            for var, suffix in ((self.gamma, 'weight'), (self.beta, 'bias'), (self.moving_mean, 'running_mean'),
+                                (self.moving_variance, 'running_var')):
+                set_original_name(var, f'{self.original_name}.{suffix}')
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(decay=config.pop('momentum'), original_name=self.original_name)
+        return config
+
+
 def max_pool_output_size(size, pool_size, strides, padding, ceil_mode=False):
     """PyTorch MaxPool2d output length along one axis (including the ceil_mode last-window rule)."""
     span = size + 2 * padding - pool_size

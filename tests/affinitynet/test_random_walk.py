@@ -76,3 +76,14 @@ def test_grid_without_pairs_walks_nowhere():
     sparse = rw.random_walk(aff, [4], cam, 16, 8, 3, impl='sparse')
     np.testing.assert_allclose(sparse['cam_rw_lowres'][0], dense['cam_pooled'], rtol=1e-6)
     np.testing.assert_array_equal(sparse['label'], dense['label'])
+
+
+def test_all_zero_cams_walk_background_only():
+    """An image whose CAMs are all zero walks the background channel alone (once a while_loop shape error)."""
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=[1, 6, 7, 8]).astype(np.float32)
+    cam = np.zeros([48, 56, 2], np.float32)
+    dense = rw.random_walk(affinity_from_features(features, 5, to_dense=True).numpy(), [3, 9], cam, 16, 8, 4)
+    sparse = rw.random_walk(affinity_from_features(features, 5).numpy(), [3, 9], cam, 16, 8, 4, impl='sparse')
+    np.testing.assert_allclose(sparse['cam_rw_lowres'], dense['cam_rw_lowres'], rtol=1e-4, atol=1e-6)
+    assert np.all(sparse['label'] == 0)

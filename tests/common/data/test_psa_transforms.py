@@ -357,6 +357,11 @@ def test_psa_cls_dataset_yields_labels_and_is_reproducible(tiny_voc):
         for name, row in zip(names, lab):
             np.testing.assert_array_equal(row, labels[name.decode()])
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    # parallel loading (the default) gives the batches of serial loading
+    serial = _collect(T.build_psa_cls_dataset(seed=3, num_parallel_calls=1, **kwargs))
+    for (img, _, names), (img2, _, names2) in zip(first, serial):
+        np.testing.assert_array_equal(img, img2)
+        assert list(names) == list(names2)
     # validation transform = CenterCrop of the normalised image, no randomness
     val = _collect(T.build_psa_cls_dataset(list_path=lists['val'], voc12_root=tiny_voc['voc12_root'],
                                            cls_labels=tiny_voc['cls_labels'], batch_size=1, crop_size=40,

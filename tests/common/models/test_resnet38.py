@@ -155,3 +155,15 @@ def test_bad_widths_raise():
         resnet38.build_resnet38(widths=(4, 8, 16))
     with pytest.raises(ValueError, match='return_endpoints'):
         resnet38.build_resnet38(width_multiplier=WIDTH, return_endpoints=('conv7',))
+
+
+def test_bn_decay_trains_batch_norm_with_the_same_names():
+    frozen = resnet38.build_resnet38(1 / 16, return_endpoints=('conv6',))
+    trained = resnet38.build_resnet38(1 / 16, return_endpoints=('conv6',), bn_decay=0.9)
+    assert sorted(original_name(v) for v in frozen.weights) == sorted(original_name(v) for v in trained.weights)
+    trainable = {original_name(v) for v in trained.trainable_weights}
+    assert 'bn7.weight' in trainable and 'b2.bn_branch2a.bias' in trainable
+    assert not any('bn' in original_name(v) for v in frozen.trainable_weights)
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32) * 5
+    y = trained(x, training=True)['conv6'].numpy()
+    assert 0.2 < y.std() < 2.0  # normalised by batch statistics (frozen BN from scratch lets it drift)

@@ -149,6 +149,25 @@ def test_frozen_batch_norm_uses_running_stats_even_in_training():
     np.testing.assert_allclose(np.asarray(bn.moving_mean), params[2])  # never updated
 
 
+
+def test_trainable_batch_norm_batch_statistics_and_moving_averages():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32) * 3 + 1
+    bn = torch_layers.TrainableBatchNorm(0.9, original_name='b2.bn_branch2a')
+    bn.build((None, None, None, 5))
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    want = (x - mean) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(bn(x, training=True), want, rtol=1e-4, atol=1e-4)
+    # moving averages with decay 0.9 from mean 0 / var 1 (Keras updates with the biased batch variance)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), 0.9 + 0.1 * var, rtol=1e-5)
+    np.testing.assert_allclose(bn(x, training=False),
+                               (x - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var + 1e-5), rtol=1e-4, atol=1e-4)
+    assert len(bn.trainable_weights) == 2
+    assert [original_name(v) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)] == [
+        'b2.bn_branch2a.weight', 'b2.bn_branch2a.bias', 'b2.bn_branch2a.running_mean', 'b2.bn_branch2a.running_var']
+
+
 def test_dropout2d_drops_whole_channels_and_rescales():
     x = np.ones((4, 5, 6, 64), np.float32)
     layer = torch_layers.Dropout2d(0.5, seed=7)
