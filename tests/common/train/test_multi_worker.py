@@ -159,10 +159,12 @@ def test_weights_equal_single_process(cluster_runs, run_index):
         if reason:
             pytest.xfail(reason)
         raise
-    # The comparison can fail: the runs moved the weights away from the step-2 checkpoint.
+    # The comparison can fail: the runs moved the weights away from the step-2 checkpoint. Batch-norm variables
+    # are left out of the count: the affinity / aaf runs freeze them (--use-global-status).
     early = model_variables(os.path.join(snapshot_of(argv), f'model.ckpt-{SAVE_EVERY}'))
-    initial_moved = sum(not np.allclose(early[k], want[k], atol=1e-5) for k in want)
-    assert initial_moved > len(want) // 2
+    learned = [k for k in want if 'BatchNorm' not in k]
+    initial_moved = sum(not np.allclose(early[k], want[k], atol=1e-5) for k in learned)
+    assert initial_moved > len(learned) // 2
 
 
 def test_only_the_chief_writes(cluster_runs):
