@@ -5,8 +5,9 @@ its own trainable scalar beta ~ U(0, 1); logits = H W_o. The attention mask is -
 window (and where the cosine is negative, which never happens for the non-negative H).
 
 Two graph forms give the same numbers: the original's dense [N, N] `adj` and window mask, or a
-`a2gnn.graph.NeighbourGraph`, which computes only the (2r+1)^2 window entries of each row (the default of the
-per-image trainer; see benchmarks/a2gnn_graph.py).
+`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention runs per 8 x 8 block of
+nodes against the block's (8+2r)^2 neighbourhood, masked to each node's window: two batched matmuls instead of
+[N, N] ones (see benchmarks/a2gnn_graph.py).
 """
 import numpy as np
 import tensorflow as tf
