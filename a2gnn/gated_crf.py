@@ -12,7 +12,7 @@ Layouts are channels-last: predictions and modalities [N, H, W, C]; kernels and 
 """
 import tensorflow as tf
 
-from a2gnn.ops import unfold
+from a2gnn.ops import shifted_windows, unfold
 
 
 def _adaptive_avg_pool(x, height, width):
@@ -142,7 +142,11 @@ def gated_crf_loss(y_hat_softmax, kernels_desc, radius, sample, height_input, wi
         mask_dst = _resize_fix_mask(mask_dst, 'destination', n, height, width)
         denom = tf.maximum(tf.reduce_sum(mask_dst), 1.0)
         kernels = kernels * mask_dst[..., None, None]
-    product = tf.reduce_sum(kernels * unfold(y, radius), axis=[4, 5])  # [N, H, W, C]
+    # sum over the window of K * unfold(y), one shifted [N, H, W, C] slice at a time: the [N, H, W, C, d, d]
+    # unfolded tensor (and its gradient) never exists.
+    flat_kernels = tf.reshape(kernels, (n, height, width, 1, -1))
+    product = tf.add_n([flat_kernels[..., k] * shifted
+                        for k, shifted in enumerate(shifted_windows(y, radius))])  # [N, H, W, C]
     if compatibility is None:
         loss = tf.reduce_sum(kernels) - tf.reduce_sum(product * y)
     else:

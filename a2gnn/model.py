@@ -5,8 +5,9 @@ its own trainable scalar beta ~ U(0, 1); logits = H W_o. The attention mask is -
 window (and where the cosine is negative, which never happens for the non-negative H).
 
 Two graph forms give the same numbers: the original's dense [N, N] `adj` and window mask, or a
-`a2gnn.graph.NeighbourGraph`, which computes only the (2r+1)^2 window entries of each row (the default of the
-per-image trainer; see benchmarks/a2gnn_graph.py).
+`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention runs per 8 x 8 block of
+nodes against the block's (8+2r)^2 neighbourhood, masked to each node's window: two batched matmuls instead of
+[N, N] ones (see benchmarks/a2gnn_graph.py).
 """
 import numpy as np
 import tensorflow as tf
@@ -15,6 +16,7 @@ from a2gnn.graph import NeighbourGraph
 from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
+TILE = 8  # query block side of window_attention (keys: (TILE + 2r)^2 per block)
 
 
 def _xavier_uniform(rng, shape):
@@ -32,27 +34,73 @@ def dense_attention(h, beta, adj, aff_cropping):
     return tf.matmul(tf.nn.softmax(scores, axis=1), h)
 
 
-def window_attention(h, beta, graph):
-    """The same layer on a NeighbourGraph: only the window entries of each row (all others get zero weight in
-    the dense softmax: exp(-1e9 - max) underflows to 0). The neighbours are gathered ([N, K, F]) and the layer is
-    recomputed in the backward pass, so only its input is kept between passes."""
-    num_nodes = graph.f_h * graph.f_w
-    index = tf.constant(graph.index)
-    valid = tf.constant(graph.valid.reshape(num_nodes, -1))
-    adj = tf.constant(graph.adj.reshape(num_nodes, -1))
+def _safe_norm(h):
+    """Row L2 norm with a finite gradient at a zero row (tf.norm's is NaN there); same values."""
+    squares = tf.reduce_sum(tf.square(h), axis=-1)
+    positive = squares > 0
+    return tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)), 0.0)
 
-    @tf.recompute_grad
-    def layer(h, beta):
-        padded = tf.concat([h, tf.zeros_like(h[:1])], axis=0)  # row N: the out-of-grid neighbour
-        neighbours = tf.gather(padded, index)  # [N, K, F]
-        norm = tf.norm(padded, axis=1)
-        dot = tf.einsum('nf,nkf->nk', h, neighbours)
-        cos = dot / (norm[:num_nodes, None] * tf.gather(norm, index) + 1e-7)
-        allowed = tf.logical_and(valid, cos >= 0)
-        weights = tf.nn.softmax(tf.where(allowed, beta * cos + 10.0 * adj, MASK_VALUE), axis=-1)
-        return tf.einsum('nk,nkf->nf', weights, neighbours)
 
-    return layer(h, beta)
+def window_attention(h, beta, graph, tile=TILE):
+    """The same layer on a NeighbourGraph: only the window entries of each row get weight (all others get zero
+    weight in the dense softmax: exp(-1e9 - max) underflows to 0).
+
+    The node grid is cut into tile x tile query blocks; each block attends densely to its (tile+2r)^2 key block
+    (one batched matmul for the cosines, one for the weighted sum), masked to each node's own window by the
+    precomputed `tile_layout`. Only [T, tile^2, (tile+2r)^2] scores and [T, (tile+2r)^2, F] key blocks exist,
+    instead of the dense form's [N, N] matrices or a gathered [N, K, F] neighbour tensor.
+    """
+    layout = tile_layout(graph, tile)
+    num_features = int(h.shape[-1])
+    padded = tf.concat([h, tf.zeros_like(h[:1])], axis=0)  # row N: out-of-grid node
+    norms = _safe_norm(padded)
+    queries = tf.gather(padded, layout['query_index'])  # [T, t*t, F]
+    keys = tf.gather(padded, layout['key_index'])  # [T, s*s, F]
+    denominator = (tf.gather(norms, layout['query_index'])[:, :, None] *
+                   tf.gather(norms, layout['key_index'])[:, None, :] + 1e-7)
+    cos = tf.matmul(queries, keys, transpose_b=True) / denominator
+    allowed = tf.logical_and(layout['allowed'], cos >= 0)
+    weights = tf.nn.softmax(tf.where(allowed, beta * cos + 10.0 * layout['adj'], MASK_VALUE), axis=-1)
+    out = tf.reshape(tf.matmul(weights, keys), (-1, num_features))
+    return tf.gather(out, layout['node_slot'])
+
+
+def tile_layout(graph, tile=TILE):
+    """Index and mask arrays of `window_attention` for a NeighbourGraph (NumPy, built once per trace).
+
+    Returns:
+      dict query_index int32 [T, t*t] and key_index int32 [T, s*s] (s = t + 2r; N where outside the grid),
+      allowed bool and adj float32 [T, t*t, s*s] (key in the query's window and both in the grid; the window
+      adjacency there), node_slot int32 [N] (row of each node in the flattened [T*t*t] query rows).
+    """
+    f_h, f_w, r = graph.f_h, graph.f_w, graph.radius
+    n, d, s = f_h * f_w, 2 * r + 1, tile + 2 * r
+    tiles_y, tiles_x = -(-f_h // tile), -(-f_w // tile)
+    ty, tx, a, b = np.meshgrid(np.arange(tiles_y), np.arange(tiles_x), np.arange(tile), np.arange(tile),
+                               indexing='ij')
+    qy, qx = ty * tile + a, tx * tile + b  # [Ty, Tx, t, t]
+    q_in = (qy < f_h) & (qx < f_w)
+    ty, tx, c, e = np.meshgrid(np.arange(tiles_y), np.arange(tiles_x), np.arange(s), np.arange(s), indexing='ij')
+    ky, kx = ty * tile + c - r, tx * tile + e - r  # [Ty, Tx, s, s]
+    k_in = (ky >= 0) & (ky < f_h) & (kx >= 0) & (kx < f_w)
+    query_index = np.where(q_in, qy * f_w + qx, n).reshape(tiles_y * tiles_x, tile * tile)
+    key_index = np.where(k_in, ky * f_w + kx, n).reshape(tiles_y * tiles_x, s * s)
+    # Offset of key (c, e) from query (a, b) inside a tile pair: the same for every tile.
+    dy = (np.arange(s)[None, :] - r) - np.arange(tile)[:, None]  # [t(a), s(c)]
+    dx = dy
+    in_window = ((np.abs(dy) <= r)[:, None, :, None] & (np.abs(dx) <= r)[None, :, None, :])  # [t, t, s, s]
+    slot = ((np.clip(dy, -r, r) + r)[:, None, :, None] * d + (np.clip(dx, -r, r) + r)[None, :, None, :])
+    qyc, qxc = np.minimum(qy, f_h - 1), np.minimum(qx, f_w - 1)
+    slot_valid = graph.valid[qyc[..., None, None], qxc[..., None, None], slot]  # [Ty, Tx, t, t, s, s]
+    slot_adj = graph.adj[qyc[..., None, None], qxc[..., None, None], slot]
+    allowed = in_window & slot_valid & q_in[..., None, None]
+    shape = (tiles_y * tiles_x, tile * tile, s * s)
+    node_slot = np.empty(n, np.int32)
+    flat_query = query_index.reshape(-1)
+    node_slot[flat_query[flat_query < n]] = np.nonzero(flat_query < n)[0]
+    return {'query_index': query_index.astype(np.int32), 'key_index': key_index.astype(np.int32),
+            'allowed': allowed.reshape(shape), 'adj': np.where(allowed, slot_adj, 0.0).astype(np.float32).reshape(shape),
+            'node_slot': node_slot}
 
 
 class A2GNN(tf.Module):

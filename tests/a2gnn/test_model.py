@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from a2gnn.graph import adjacency, generate_aff, generate_aff_cropping, neighbour_graph, node_features
 from a2gnn.infer import infer_nocrf
-from a2gnn.model import A2GNN
+from a2gnn.model import A2GNN, dense_attention, window_attention
 from common.models.naming import original_names
 
 
@@ -65,3 +66,28 @@ def test_dropout_only_in_training():
     eval_a = model(x, graph)[0].numpy()
     np.testing.assert_array_equal(eval_a, model(x, graph)[0].numpy())
     assert not np.allclose(model(x, graph, training=True)[0].numpy(), eval_a)
+
+
+@pytest.mark.parametrize('f_h, f_w, radius', [(19, 13, 3), (9, 17, 4), (5, 4, 1)])
+def test_window_attention_equals_dense_across_tiles(f_h, f_w, radius):
+    # Grids spanning several 8 x 8 query blocks with partial edge blocks: values and gradients equal the dense
+    # layer (the test oracle), including the cos < 0 mask (signed features here).
+    rng = np.random.default_rng(f_h)
+    d = 2 * radius + 1
+    aff = np.exp(-np.abs(rng.normal(size=(f_h, f_w, d, d)))).astype(np.float32)
+    graph = neighbour_graph(aff, radius)
+    adj, cropping = graph.to_dense()
+    h = tf.constant(rng.normal(size=(f_h * f_w, 6)).astype(np.float32))
+    beta = tf.constant(0.7)
+    cotangent = rng.normal(size=(f_h * f_w, 6)).astype(np.float32)
+    outs, grads = [], []
+    for layer in (lambda h, b: window_attention(h, b, graph), lambda h, b: dense_attention(h, b, adj, cropping)):
+        with tf.GradientTape() as tape:
+            tape.watch([h, beta])
+            out = layer(h, beta)
+            objective = tf.reduce_sum(out * cotangent)
+        outs.append(out.numpy())
+        grads.append([g.numpy() for g in tape.gradient(objective, [h, beta])])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-5)
