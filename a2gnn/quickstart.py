@@ -80,6 +80,8 @@ def main(argv):
         raise flags.ValidationError('--out is required')
     import keras
     keras.utils.set_random_seed(FLAGS.seed)  # the from-scratch trunk's initialisation
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()  # same figures on a rerun (threaded reductions, tf.data)
     start = time.time()
     out = os.path.abspath(FLAGS.out)
     data = os.path.join(out, 'data')
