@@ -25,7 +25,7 @@ PIPELINES = {'box': ('SEAM_Box', 4), 'image': ('SEAM_Image', 3)}
 def _define_flags():
     flags.DEFINE_string('out', None, 'Output directory.')
     flags.DEFINE_integer('num_images', 12, 'Synthetic images (seeds for all but val; the train split is scored).')
-    flags.DEFINE_integer('size', 192, 'Image height and width (24 x 24 nodes).')
+    flags.DEFINE_integer('size', 128, 'Image height and width (16 x 16 nodes).')
     flags.DEFINE_integer('seed', 0, 'Data and GNN seed.')
     flags.DEFINE_float('width_multiplier', 0.0625, 'ResNet-38 width scale.')
     flags.DEFINE_integer('aff_epochs', 10, 'Gated affinity training epochs.')
@@ -80,6 +80,8 @@ def main(argv):
         raise flags.ValidationError('--out is required')
     import keras
     keras.utils.set_random_seed(FLAGS.seed)  # the from-scratch trunk's initialisation
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()  # same figures on a rerun (threaded reductions, tf.data)
     start = time.time()
     out = os.path.abspath(FLAGS.out)
     data = os.path.join(out, 'data')
