@@ -45,7 +45,7 @@ def _split_cpu():
 _split_cpu()
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def golden():
     """`golden(name, folder='aaf_segsort')` -> (inputs, outputs, manifest case)."""
     return load_golden
@@ -57,7 +57,7 @@ def assert_golden_fixture():
     return assert_golden
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def golden_dir():
     return GOLDEN_DIR
 

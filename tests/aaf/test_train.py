@@ -365,9 +365,8 @@ def trainer_state(trainer):
 
 
 @pytest.fixture(scope='module', params=GOLDEN_TRAIN_MODES)
-def golden_train_run(request, tmp_path_factory):
-    import conftest
-    golden_dir, load_golden = conftest.GOLDEN_DIR, conftest.load_golden
+def golden_train_run(request, tmp_path_factory, golden_dir, golden):
+    load_golden = golden
     from tensorflow.python.framework import config as tf_config
     inputs, outputs, case = load_golden(f'aaf_train_{request.param}')
     root = tmp_path_factory.mktemp(f'golden_train_{request.param}')
