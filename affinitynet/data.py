@@ -103,24 +103,16 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
     import tensorflow as tf
     from PIL import Image
     from common.data.lists import load_img_name_list
+    from common.data.psa_transforms import shard_and_number
 
     names = load_img_name_list(list_path)
-    shard_id = 0
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-        shard_id = input_context.input_pipeline_id
     side = crop_size // FEATURE_STRIDE
     rows, cols = pairs.from_region(radius, (side, side))
     num_dirs = len(pairs.search_directions(radius))
-    ds = tf.data.Dataset.from_tensor_slices(names)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle:
-        ds = ds.shuffle(len(names), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
-    base_seed = int(seed) * 1_000_003 + shard_id * 7_919
+    ds, base_seed = shard_and_number(tf.data.Dataset.from_tensor_slices(names), len(names), input_context, shuffle,
+                                     repeat, seed)
 
     def load(name, element_index):
         name = name.decode() if isinstance(name, bytes) else str(name)

@@ -416,6 +416,27 @@ def a2gnn_aff_train_transform(img, seed_label, crop_size=448, network='resnet38'
 # ----------------------------------------------------------------------------------------------------------------
 # tf.data for PSA classification training
 
+def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed):
+    """Shards `ds` per input pipeline, shuffles / repeats it and pairs each element with its running index.
+
+    Returns:
+      (dataset of (element, index), base_seed): the per-element Python draws use
+      `base_seed * 2_147_483_647 + index`, so every shard and position gets its own reproducible stream.
+    """
+    import tensorflow as tf  # this module keeps TensorFlow out of its import, as its other dataset builders do
+
+    shard_id = 0
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if input_context is not None:
+        shard_id = input_context.input_pipeline_id
+    if shuffle:
+        ds = ds.shuffle(num_elements, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return tf.data.Dataset.zip((ds, tf.data.Dataset.counter())), int(seed) * 1_000_003 + shard_id * 7_919
+
+
 def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_size=448, network='resnet38',
                           shuffle=True, seed=0, deterministic=True, input_context=None, repeat=False,
                           drop_remainder=True, min_long=256, max_long=512, training=True, with_names=False,
@@ -460,19 +481,10 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
     label_array = np.stack([np.asarray(labels[n], np.float32) for n in names])
     paths = [os.path.join(voc12_root, 'JPEGImages', n + '.jpg') for n in names]
 
-    shard_id = 0
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-        shard_id = input_context.input_pipeline_id
-    ds = tf.data.Dataset.from_tensor_slices((paths, label_array, names))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle:
-        ds = ds.shuffle(len(names), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
-    base_seed = int(seed) * 1_000_003 + shard_id * 7_919
+    ds, base_seed = shard_and_number(tf.data.Dataset.from_tensor_slices((paths, label_array, names)), len(names),
+                                     input_context, shuffle, repeat, seed)
 
     def load(path, element_index):
         path = path.decode() if isinstance(path, bytes) else str(path)
