@@ -46,7 +46,7 @@ def arch_of(network):
     return _check_arch(name)
 
 
-def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None):
+def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None, dropout=True):
     """The backbone of a cls ('cls') or affinity ('aff') net, frozen layers as the originals' `not_training`.
 
     from_scratch: (ResNet-38 only) half-LeCun-normal conv initialisation and only conv1a frozen
@@ -55,6 +55,7 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
       shrinks the signal through the 38 layers to nothing and He init makes it explode.
     bn_decay: (ResNet-38 only) None = the original frozen BN; a float trains BN from batch statistics with this
       moving-average decay (from-scratch training: frozen statistics of mean 0 / variance 1 do not normalise).
+    dropout: (ResNet-38 only) False = b6/b7 dropout rates 0 (tiny widths from scratch); True = the original.
 
     Returns:
       keras.Model images -> dict of endpoints: ResNet-38 conv4/conv5/conv6, VGG-16 conv4/conv5/conv5fc
@@ -66,11 +67,15 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
         if from_scratch:
             return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                            not_training=resnet38.NOT_TRAINING['psa_base'],
-                                           kernel_initializer=SCRATCH_INITIALIZER, bn_decay=bn_decay)
+                                           kernel_initializer=SCRATCH_INITIALIZER, bn_decay=bn_decay,
+                                           dropout=dropout)
         return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
-                                       not_training=resnet38.NOT_TRAINING['psa_' + kind], bn_decay=bn_decay)
+                                       not_training=resnet38.NOT_TRAINING['psa_' + kind], bn_decay=bn_decay,
+                                       dropout=dropout)
     if bn_decay is not None:
         raise ValueError('--bn_decay: only ResNet-38 has batch norm (VGG-16 has none)')
+    if not dropout:
+        raise ValueError('--nodropout: only for ResNet-38 (VGG-16 keeps its fc6 dropout)')
     endpoints = ('conv5fc',) if kind == 'cls' else ('conv4', 'conv5', 'conv5fc')
     return vgg16.build_vgg16d(fc6_dilation=1 if kind == 'cls' else 4, width_multiplier=width_multiplier,
                               widths=widths, return_endpoints=endpoints, not_training=vgg16.NOT_TRAINING)
@@ -86,13 +91,14 @@ class ClassifierNet(keras.Model):
     Args:
       backbone: keras.Model from `build_backbone(arch, 'cls')`.
       arch: 'resnet38' or 'vgg16' (VGG's CAM is the square root of the ReLU'd class map).
+      dropout_rate: rate of dropout7 before the pooling (0.5, the original's).
     """
 
-    def __init__(self, backbone, arch='resnet38', num_classes=NUM_CLASSES, **kwargs):
+    def __init__(self, backbone, arch='resnet38', num_classes=NUM_CLASSES, dropout_rate=0.5, **kwargs):
         super().__init__(**kwargs)
         self.arch = _check_arch(arch)
         self.backbone = backbone
-        self.dropout7 = torch_layers.Dropout2d(0.5, name='dropout7')
+        self.dropout7 = torch_layers.Dropout2d(dropout_rate, name='dropout7')
         self.fc8 = torch_layers.TorchConv2D(
             num_classes, 1, use_bias=False, kernel_initializer=torch_layers.torch_xavier_uniform_initializer(1.0),
             original_name='fc8', name='fc8')
@@ -174,16 +180,18 @@ class AffinityNet(keras.Model):
         return self.head(self.backbone(images, training=training), to_dense=to_dense)[1]
 
 
-def build_classifier(arch='resnet38', width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None):
-    """A `ClassifierNet` with its backbone (weights initialised, to be loaded; bn_decay see `build_backbone`)."""
-    return ClassifierNet(build_backbone(arch, 'cls', width_multiplier, widths, from_scratch, bn_decay), arch,
-                         name=f'{arch}_cls')
+def build_classifier(arch='resnet38', width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None,
+                     dropout=True):
+    """A `ClassifierNet` with its backbone (weights initialised, to be loaded; bn_decay see `build_backbone`;
+    dropout=False also sets dropout7's rate to 0)."""
+    return ClassifierNet(build_backbone(arch, 'cls', width_multiplier, widths, from_scratch, bn_decay, dropout), arch,
+                         dropout_rate=0.5 if dropout else 0.0, name=f'{arch}_cls')
 
 
 def build_affinity_net(arch='resnet38', width_multiplier=1.0, widths=None, radius=5, from_scratch=False,
-                       bn_decay=None):
-    """An `AffinityNet` with its backbone (bn_decay see `build_backbone`)."""
-    return AffinityNet(build_backbone(arch, 'aff', width_multiplier, widths, from_scratch, bn_decay), arch,
+                       bn_decay=None, dropout=True):
+    """An `AffinityNet` with its backbone (bn_decay, dropout see `build_backbone`)."""
+    return AffinityNet(build_backbone(arch, 'aff', width_multiplier, widths, from_scratch, bn_decay, dropout), arch,
                        radius=radius,
                        name=f'{arch}_aff')
 

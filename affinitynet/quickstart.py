@@ -31,7 +31,13 @@ flags.DEFINE_integer('logt', 8, 'Random walk: 2^logt steps.')
 # variance 1 and leaves the deep net unnormalised) and a RandomResizeLong range that fits the small images
 # (--resize_long; 256..512 would crop a 112-pixel image to a fraction, whose image-level labels then mostly lie).
 # With the original settings the classifier only learned the class priors.
+# Three more, found by looking at what the classifier learns (its loss stayed at the class-prior entropy, ~0.44):
+# --nodropout (the b6/b7/dropout7 channel dropouts, harmless over 4096 channels, zero whole halves of the 64..512
+# channels of the reduced net), hue jitter 0 (--color_jitter: the original's +-36 degree hue shift maps the
+# synthetic classes, which differ in hue, onto each other) and SGD momentum 0.9 with lr 0.01 (--intended_momentum:
+# the original's momentum is its weight decay, 5e-4, by a positional-argument slip; plain SGD from scratch is slow).
 SCRATCH_BN_DECAY = 0.9
+SCRATCH_CLS_FLAGS = ('--nodropout', '--color_jitter', '0.3,0.3,0.3,0', '--intended_momentum', '--lr', 0.01)
 
 
 def _run(module, *args):
@@ -62,7 +68,7 @@ def pipeline(out, num_images=60, size=112, width_multiplier=0.125, cls_steps=120
         _run('affinitynet.train_cls', *model, '--weights', '', '--train_list', train_list, '--cls_labels',
              os.path.join(lists, 'cls_labels.npy'), '--max_steps', cls_steps,
              '--resize_long', f'{size * 7 // 8},{size * 9 // 8}', '--session_name',
-             os.path.join(out, 'cls'), *common)
+             os.path.join(out, 'cls'), *SCRATCH_CLS_FLAGS, *common)
     _run('affinitynet.infer_cls', *model, '--weights', os.path.join(out, 'cls.npz'), '--infer_list', train_list,
          '--voc12_root', root, '--cls_labels', os.path.join(lists, 'cls_labels.npy'), '--out_cam', p['cam'],
          '--out_la_crf', p['crf_la'], '--out_ha_crf', p['crf_ha'], '--out_cam_pred', p['cam_pred'])
@@ -70,7 +76,7 @@ def pipeline(out, num_images=60, size=112, width_multiplier=0.125, cls_steps=120
     if not os.path.isfile(os.path.join(out, 'aff.npz')):
         _run('affinitynet.train_aff', *aff_model, '--weights', os.path.join(out, 'cls.npz'), '--train_list',
              train_list, '--la_crf_dir', p['crf_la'], '--ha_crf_dir', p['crf_ha'], '--max_steps', aff_steps,
-             '--session_name', os.path.join(out, 'aff'), *common)
+             '--session_name', os.path.join(out, 'aff'), '--nodropout', *common)
     _run('affinitynet.infer_aff', *aff_model, '--weights', os.path.join(out, 'aff.npz'), '--infer_list',
          train_list, '--cam_dir', p['cam'], '--voc12_root', root, '--out_rw', p['rw'], '--logt', logt)
     names = load_img_name_list(train_list)

@@ -43,11 +43,17 @@ def read_image(voc12_root, name):
 
 def pending(names, outputs):
     """Ids whose outputs are not all written yet (an interrupted per-image stage resumes where it stopped).
+    Temporary files a killed run left in the output folders are removed first.
 
     Args:
       names: ids; outputs: list of (folder or None, suffix) pairs.
     """
+    from common.io import remove_stale_temp_files
     folders = [(d, s) for d, s in outputs if d]
+    for folder in {str(d) for d, _ in folders}:
+        removed = remove_stale_temp_files(folder)
+        if removed:
+            print(f'{folder}: removed {removed} partial file(s) of an interrupted run')
     return [n for n in names if not all(os.path.isfile(os.path.join(d, n + s)) for d, s in folders)]
 
 

@@ -52,7 +52,7 @@ def main(argv, flag_values=FLAGS):
     names = runtime.image_ids(f.train_list, '--train_list')
     keras.utils.set_random_seed(f.seed)
     net = model_lib.build_affinity_net(arch, f.width_multiplier, from_scratch=not f.weights,
-                                       bn_decay=f.bn_decay)
+                                       bn_decay=f.bn_decay, dropout=f.dropout)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):

@@ -25,6 +25,10 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string('resize_long', '256,512', 'RandomResizeLong range "min,max" of the long image side before '
                         'the crop (the original\'s 256,512 suits VOC images and 448 crops; ours, for smaller '
                         'images).', flag_values=flag_values)
+    flags.DEFINE_string('color_jitter', '0.3,0.3,0.3,0.1', 'ColorJitter "brightness,contrast,saturation,hue" '
+                        '(the original\'s 0.3,0.3,0.3,0.1; a hue shift of up to 36 degrees makes the synthetic '
+                        'classes, told apart by hue, look alike: the quick start uses hue 0).',
+                        flag_values=flag_values)
 
 
 def parse_resize_long(value):
@@ -38,6 +42,18 @@ def parse_resize_long(value):
     return low, high
 
 
+def parse_color_jitter(value):
+    """'b,c,s,h' -> 4 floats (b, c, s >= 0, 0 <= h <= 0.5); errors name --color_jitter."""
+    try:
+        jitter = tuple(float(v) for v in value.split(','))
+    except ValueError:
+        jitter = ()
+    if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+        raise ValueError(f'--color_jitter: expected "brightness,contrast,saturation,hue" (>= 0, hue <= 0.5), '
+                         f'got {value!r}')
+    return jitter
+
+
 def main(argv, flag_values=FLAGS):
     del argv
     f = flag_values
@@ -47,10 +63,11 @@ def main(argv, flag_values=FLAGS):
         raise app.UsageError('--weights: required (ImageNet .params / .caffemodel; "" for from scratch)')
     arch = model_lib.arch_of(f.network)
     min_long, max_long = parse_resize_long(f.resize_long)
+    jitter = parse_color_jitter(f.color_jitter)
     names = runtime.image_ids(f.train_list, '--train_list')
     keras.utils.set_random_seed(f.seed)
     net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights,
-                                     bn_decay=f.bn_decay)
+                                     bn_decay=f.bn_decay, dropout=f.dropout)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):
@@ -60,7 +77,7 @@ def main(argv, flag_values=FLAGS):
     def dataset_fn(input_context):
         return build_psa_cls_dataset(f.train_list, f.voc12_root, f.cls_labels, f.batch_size, f.crop_size, arch,
                                      seed=f.seed, input_context=input_context, repeat=True,
-                                     min_long=min_long, max_long=max_long)
+                                     min_long=min_long, max_long=max_long, jitter=jitter)
 
     run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH)
 

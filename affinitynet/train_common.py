@@ -11,7 +11,7 @@ from common.train.optimizers import poly_optimizer
 
 def define_training_flags(flag_values, batch_size, max_epoches, session_name):
     """The originals' training flags plus ours (--max_steps, --snapshot_dir, --save_every,
-    --intended_momentum, --seed, --bn_decay)."""
+    --intended_momentum, --seed, --bn_decay, --dropout)."""
     flags.DEFINE_integer('batch_size', batch_size, 'Batch size.', flag_values=flag_values)
     flags.DEFINE_integer('max_epoches', max_epoches, 'Epochs (max_step = len(list)//batch_size * epochs).',
                          flag_values=flag_values)
@@ -36,6 +36,10 @@ def define_training_flags(flag_values, batch_size, max_epoches, session_name):
     flags.DEFINE_float('bn_decay', None, 'ResNet-38 only: train batch norm (batch statistics, moving averages with '
                        'this decay, e.g. 0.9) instead of the original\'s frozen BN; for training from scratch '
                        '(ours; unset = the original).', flag_values=flag_values)
+    flags.DEFINE_boolean('dropout', True, 'ResNet-38 only: --nodropout sets the b6/b7 (and the classifier\'s '
+                         'dropout7) rates to 0, for tiny widths trained from scratch, where dropping whole channels '
+                         'of a few-dozen-channel layer drowns the signal (ours; default = the original).',
+                         flag_values=flag_values)
 
 
 def run_training(model, loss_fn, dataset_fn, f, num_images, scratch_prefixes):

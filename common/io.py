@@ -7,6 +7,8 @@ import tempfile
 
 import numpy as np
 
+TEMP_PREFIX = '.tmp_'
+
 
 def atomic_write(path, write_fn, binary=True):
     """Writes `path` atomically.
@@ -20,7 +22,7 @@ def atomic_write(path, write_fn, binary=True):
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_' + os.path.basename(path) + '.')
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX + os.path.basename(path) + '.')
     try:
         with os.fdopen(fd, 'wb' if binary else 'w') as handle:
             write_fn(handle)
@@ -31,6 +33,25 @@ def atomic_write(path, write_fn, binary=True):
             os.remove(tmp)
         raise
     return path
+
+
+def remove_stale_temp_files(directory):
+    """Deletes the temporary files `atomic_write` leaves in `directory` when its process is killed mid-write
+    (SIGKILL skips the clean-up), so a resumed per-image stage leaves no partial file behind. Call it once, before
+    the stage writes anything; only one process may write to `directory` at a time.
+
+    Returns:
+      the number of files removed (0 when the folder does not exist).
+    """
+    if not directory or not os.path.isdir(directory):
+        return 0
+    stale = [e for e in os.listdir(directory) if e.startswith(TEMP_PREFIX)]
+    for entry in stale:
+        try:
+            os.remove(os.path.join(directory, entry))
+        except FileNotFoundError:
+            pass
+    return len(stale)
 
 
 def check_writable_dir(path, flag):

@@ -338,7 +338,8 @@ def label_resize_nearest(label, size):
 # Whole per-script pipelines
 
 def psa_cls_train_transform(img, crop_size=448, network='resnet38', min_long=256, max_long=512, rng=None,
-                            target_long=None, flip=None, jitter_factors=None, jitter_order=None, box=None):
+                            target_long=None, flip=None, jitter_factors=None, jitter_order=None, box=None,
+                            jitter=(0.3, 0.3, 0.3, 0.1)):
     """psa train_cls: RandomResizeLong -> hflip -> ColorJitter(0.3,0.3,0.3,0.1) -> normalise -> RandomCrop (0 pad).
 
     Args:
@@ -346,13 +347,14 @@ def psa_cls_train_transform(img, crop_size=448, network='resnet38', min_long=256
       crop_size: crop side (448).
       network: 'resnet38' or 'vgg16' normalisation.
       rng, target_long, flip, jitter_factors, jitter_order, box: draws (see the single transforms).
+      jitter: ColorJitter (brightness, contrast, saturation, hue) strengths (the original's 0.3, 0.3, 0.3, 0.1).
     Returns:
       float32 [crop_size, crop_size, 3].
     """
     r = _as_random(rng)
     img = random_resize_long(img, min_long, max_long, target_long, r)
     img = random_horizontal_flip(img, flip, r)
-    img = color_jitter(img, factors=jitter_factors, order=jitter_order, rng=r)
+    img = color_jitter(img, *jitter, factors=jitter_factors, order=jitter_order, rng=r)
     x = normalize(np.asarray(img), network)
     return random_crop(x, crop_size, 0.0, box, r)
 
@@ -440,7 +442,7 @@ def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed):
 def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_size=448, network='resnet38',
                           shuffle=True, seed=0, deterministic=True, input_context=None, repeat=False,
                           drop_remainder=True, min_long=256, max_long=512, training=True, with_names=False,
-                          num_parallel_calls=None):
+                          num_parallel_calls=None, jitter=(0.3, 0.3, 0.3, 0.1)):
     """tf.data input of psa train_cls: (image float32 [crop, crop, 3], label float32 [20]) batches.
 
     Every element's augmentation draws come from `random.Random` seeded by (seed, shard, running element index), so
@@ -462,6 +464,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
       training: train transform (True) or validation transform.
       with_names: also yield the image id string.
       num_parallel_calls: map parallelism (default AUTOTUNE).
+      jitter: ColorJitter strengths (brightness, contrast, saturation, hue) of the train transform.
     Returns:
       tf.data.Dataset.
     """
@@ -492,7 +495,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
             img = handle.convert('RGB')
         if training:
             r = _random.Random(base_seed * 2_147_483_647 + int(element_index))
-            out = psa_cls_train_transform(img, crop_size, network, min_long, max_long, rng=r)
+            out = psa_cls_train_transform(img, crop_size, network, min_long, max_long, rng=r, jitter=jitter)
         else:
             out = psa_cls_val_transform(img, network, crop_size)
         return out.astype(np.float32)

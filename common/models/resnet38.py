@@ -159,9 +159,10 @@ def _relu(name):
     return keras.layers.ReLU(name=name)
 
 
-def _unit_forward(x, u, kernel_initializer, bn_decay=None):
-    """Applies one residual unit; returns (output, x_bn_relu)."""
+def _unit_forward(x, u, kernel_initializer, bn_decay=None, dropout=True):
+    """Applies one residual unit; returns (output, x_bn_relu). dropout=False sets the unit's dropout rate to 0."""
     p = u.name
+    rate = u.dropout if dropout else 0.0
 
     def _bn(original_name):
         return _bn_layer(original_name, bn_decay)
@@ -182,11 +183,11 @@ def _unit_forward(x, u, kernel_initializer, bn_decay=None):
         mid_a, mid_b = u.mid_channels
         y = _conv(mid_a, 1, f'{p}.conv_branch2a', strides=u.stride, initializer=kernel_initializer)(x_bn_relu)
         y = _relu(f'{p}.relu_branch2b1')(_bn(f'{p}.bn_branch2b1')(y))
-        y = torch_layers.Dropout2d(u.dropout, name=f'{p}.dropout_2b1')(y)
+        y = torch_layers.Dropout2d(rate, name=f'{p}.dropout_2b1')(y)
         y = _conv(mid_b, 3, f'{p}.conv_branch2b1', padding=u.dilation, dilation=u.dilation,
                   initializer=kernel_initializer)(y)
         y = _relu(f'{p}.relu_branch2b2')(_bn(f'{p}.bn_branch2b2')(y))
-        y = torch_layers.Dropout2d(u.dropout, name=f'{p}.dropout_2b2')(y)
+        y = torch_layers.Dropout2d(rate, name=f'{p}.dropout_2b2')(y)
         y = _conv(u.out_channels, 1, f'{p}.conv_branch2b2', initializer=kernel_initializer)(y)
     out = keras.layers.Add(name=f'{p}.add')([shortcut, y])
     return out, x_bn_relu
@@ -194,7 +195,7 @@ def _unit_forward(x, u, kernel_initializer, bn_decay=None):
 
 def build_resnet38(width_multiplier=1.0, widths=None, return_endpoints=('conv4', 'conv5', 'conv6'),
                    not_training=(), kernel_initializer=None, input_shape=(None, None, 3), name='resnet38',
-                   bn_decay=None):
+                   bn_decay=None, dropout=True):
     """Builds ResNet-38 "38d" (psa network/resnet38d.py `Net.forward_as_dict`) as a dict-output keras.Model.
 
     Args:
@@ -210,6 +211,8 @@ def build_resnet38(width_multiplier=1.0, widths=None, return_endpoints=('conv4',
       name: model name.
       bn_decay: None (the original) = frozen BN on its stored statistics; a float = BN trained from batch
         statistics with this moving-average decay (`torch_layers.TrainableBatchNorm`), for training from scratch.
+      dropout: False sets the b6/b7 dropout rates to 0 (tiny widths trained from scratch: dropping whole channels
+        of a few-dozen-channel layer drowns the signal); True = the original.
     Returns:
       keras.Model: images [N,H,W,3] -> {endpoint: [N,h,w,C]}. Output size at stride 8 is ceil(H/8).
       Dropouts (b6: 0.3, b7: 0.5, channel-wise) are active when called with training=True.
@@ -225,7 +228,7 @@ def build_resnet38(width_multiplier=1.0, widths=None, return_endpoints=('conv4',
     features = {}
     unit_to_endpoint = {v: k for k, v in ENDPOINT_UNITS.items()}
     for u in units:
-        x, x_bn_relu = _unit_forward(x, u, kernel_initializer, bn_decay)
+        x, x_bn_relu = _unit_forward(x, u, kernel_initializer, bn_decay, dropout)
         if u.name in unit_to_endpoint:
             features[unit_to_endpoint[u.name]] = x_bn_relu
     features['conv6'] = _relu('conv6')(_bn_layer('bn7', bn_decay)(x))

@@ -1,11 +1,12 @@
 import os
+import signal
 
 import numpy as np
 import pytest
 
 from affinitynet import cam as cam_lib
 from affinitynet import infer_aff
-from cli_helpers import WIDTH, run_main, tiny_weights, write_list
+from cli_helpers import WIDTH, run_killed_at_nth_write, run_main, temp_files, tiny_weights, write_list
 from common.data.lists import load_img_name_list
 from PIL import Image
 
@@ -55,3 +56,20 @@ def test_cam_of_another_size_is_named(aff_setup, tmp_path):
     cam_lib.save_dict(str(tmp_path / 'cam' / f'{name}.npy'), {3: np.zeros([5, 7], np.float32)})
     with pytest.raises(ValueError, match=rf'{name}.npy: CAM size \(5, 7\) differs from its image size'):
         run_main(infer_aff, **_flags(s, tmp_path / 'rw', cam_dir=tmp_path / 'cam'))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted_run(aff_setup, tmp_path):
+    """The random-walk stage killed in the middle of its second label write, then rerun: same PNGs, no partial
+    file."""
+    s = aff_setup
+    full, resumed = tmp_path / 'full', tmp_path / 'resumed'
+    run_main(infer_aff, **_flags(s, full))
+    assert run_killed_at_nth_write('affinitynet.infer_aff', resumed, 2, **_flags(s, resumed)) == -signal.SIGKILL
+    assert temp_files(resumed), 'the kill should leave a partial temporary file'
+    assert sorted(e for e in os.listdir(resumed) if e.endswith('.png')) == [f'{s["names"][0]}.png']
+    run_main(infer_aff, **_flags(s, resumed))
+    assert not temp_files(resumed)
+    assert sorted(os.listdir(resumed)) == sorted(os.listdir(full)) == sorted(f'{n}.png' for n in s['names'])
+    for name in s['names']:
+        assert (resumed / f'{name}.png').read_bytes() == (full / f'{name}.png').read_bytes()

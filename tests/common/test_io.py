@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.io import atomic_write, atomic_write_text, save_png
+from common.io import atomic_write, atomic_write_text, remove_stale_temp_files, save_png
 
 
 def test_save_png_modes_round_trip(tmp_path):
@@ -36,3 +36,12 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         atomic_write(path, fail)
     assert open(path).read() == 'old'
     assert os.listdir(tmp_path / 'sub') == ['config']
+
+
+def test_remove_stale_temp_files_removes_only_temporaries(tmp_path):
+    atomic_write_text(str(tmp_path / 'done.txt'), 'complete')
+    (tmp_path / '.tmp_half.png.x1y2').write_bytes(b'\x89PNG partial')  # what a SIGKILL mid-write leaves
+    (tmp_path / 'tmp_not_ours.txt').write_text('kept')
+    assert remove_stale_temp_files(str(tmp_path)) == 1
+    assert sorted(os.listdir(tmp_path)) == ['done.txt', 'tmp_not_ours.txt']
+    assert remove_stale_temp_files(str(tmp_path / 'missing')) == 0

@@ -388,3 +388,19 @@ def test_psa_cls_dataset_yields_labels_and_is_reproducible(tiny_voc):
 def _list_ids(path):
     from common.data.lists import load_img_name_list
     return load_img_name_list(path)
+
+
+def test_train_cls_jitter_strengths_hue_zero_keeps_hue():
+    img = Image.fromarray(np.full((16, 16, 3), (240, 40, 40), np.uint8))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+    def hue(seed, jitter):
+        out = T.psa_cls_train_transform(img, crop_size=16, rng=random.Random(seed), min_long=16, max_long=16,
+                                         jitter=jitter)
+        rgb = np.clip((out[8, 8] * std + mean), 0, 1)
+        return colorsys.rgb_to_hsv(*rgb)[0]
+
+    hues = [hue(seed, (0.3, 0.3, 0.3, 0.0)) for seed in range(8)]
+    assert max(min(h, 1 - h) for h in hues) < 0.01  # red stays red under brightness/contrast/saturation
+    shifted = [hue(seed, (0.3, 0.3, 0.3, 0.1)) for seed in range(8)]  # the original's +-0.1 hue jitter
+    assert max(min(h, 1 - h) for h in shifted) > 0.03
