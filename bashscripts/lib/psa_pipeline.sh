@@ -9,7 +9,8 @@
 #   scratch), AFF_WEIGHTS (init of train_aff), BATCH_CLS (16), BATCH_AFF (8), CROP (448), EPOCHS_CLS (15),
 #   EPOCHS_AFF (8), LR (0.1), ALPHA_LOW (4), ALPHA_HIGH (32), ALPHA_RW (16), BETA (8), LOGT (8).
 # Optional: MODEL_FLAGS (e.g. --width_multiplier 0.125), MAX_STEPS_CLS / MAX_STEPS_AFF (override the epochs),
-#   RW_IMPL (sparse|dense), and the DeepLab variables of lib/deeplab_stage.sh.
+#   RW_IMPL (sparse|dense), CLS_FLAGS / AFF_FLAGS (more train_cls / train_aff flags, e.g. the from-scratch
+#   settings of the synthetic pipeline), and the DeepLab variables of lib/deeplab_stage.sh.
 set -e
 PYTHON=${PYTHON:-python3}
 source "$(dirname "${BASH_SOURCE[0]}")/deeplab_stage.sh"
@@ -21,7 +22,7 @@ psa_run_pipeline() {
     ${PYTHON} -m affinitynet.train_cls --network "network.${NETWORK}_cls" --weights "${CLS_WEIGHTS}" \
       --train_list "${TRAIN_LIST}" --cls_labels "${CLS_LABELS}" --batch_size "${BATCH_CLS}" \
       --max_epoches "${EPOCHS_CLS}" --max_steps "${MAX_STEPS_CLS:-0}" --lr "${LR}" --crop_size "${CROP}" \
-      --session_name "${OUT}/${NETWORK}_cls" "${common[@]}"
+      --session_name "${OUT}/${NETWORK}_cls" "${common[@]}" ${CLS_FLAGS}
   fi
   if [ "${IS_INFER_CLS:-1}" -eq 1 ]; then
     ${PYTHON} -m affinitynet.infer_cls --network "network.${NETWORK}_cls" --weights "${OUT}/${NETWORK}_cls.npz" \
@@ -33,7 +34,7 @@ psa_run_pipeline() {
     ${PYTHON} -m affinitynet.train_aff --network "network.${NETWORK}_aff" --weights "${AFF_WEIGHTS}" \
       --train_list "${TRAIN_LIST}" --la_crf_dir "${OUT}/crf_la" --ha_crf_dir "${OUT}/crf_ha" \
       --batch_size "${BATCH_AFF}" --max_epoches "${EPOCHS_AFF}" --max_steps "${MAX_STEPS_AFF:-0}" --lr "${LR}" \
-      --crop_size "${CROP}" --session_name "${OUT}/${NETWORK}_aff" "${common[@]}"
+      --crop_size "${CROP}" --session_name "${OUT}/${NETWORK}_aff" "${common[@]}" ${AFF_FLAGS}
   fi
   if [ "${IS_INFER_AFF:-1}" -eq 1 ]; then
     ${PYTHON} -m affinitynet.infer_aff --network "network.${NETWORK}_aff" --weights "${OUT}/${NETWORK}_aff.npz" \

@@ -23,6 +23,9 @@ AFF_WEIGHTS=${OUT}/resnet38_cls.npz  # AffinityNet starts from the trained class
 MODEL_FLAGS=${MODEL_FLAGS:---width_multiplier 0.125}
 BATCH_CLS=8; BATCH_AFF=8; CROP=${SIZE}; EPOCHS_CLS=1; EPOCHS_AFF=1; LR=0.1
 MAX_STEPS_CLS=${MAX_STEPS_CLS:-120}; MAX_STEPS_AFF=${MAX_STEPS_AFF:-60}
+# From scratch on small images: the quick start's settings (README, AffinityNet quick start)
+CLS_FLAGS=${CLS_FLAGS:---bn_decay 0.9 --resize_long $((SIZE * 7 / 8)),$((SIZE * 9 / 8)) --nodropout --color_jitter 0.3,0.3,0.3,0 --intended_momentum --lr 0.01}
+AFF_FLAGS=${AFF_FLAGS:---bn_decay 0.9 --nodropout}
 ALPHA_LOW=4; ALPHA_HIGH=32; ALPHA_RW=16; BETA=8; LOGT=${LOGT:-8}
 GT_DIR=${VOC12_ROOT}/SegmentationClassAug/
 DEEPLAB_NUM_STEPS=${DEEPLAB_NUM_STEPS:-100}
