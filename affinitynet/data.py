@@ -93,11 +93,13 @@ def aff_training_example(img, crf_stack, crop_size=448, network='resnet38', radi
 
 
 def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size, crop_size=448,
-                      network='resnet38', radius=5, seed=0, input_context=None, repeat=True, shuffle=True):
+                      network='resnet38', radius=5, seed=0, input_context=None, repeat=True, shuffle=True,
+                      layout_independent=False):
     """tf.data input of train_aff: (image [N, crop, crop, 3], bg, fg, neg [N, D, P]) batches (drop_last).
 
     Each element's augmentation draws come from `random.Random` seeded by (seed, shard, element index), so a
-    resumed run sees the same data.
+    resumed run sees the same data; `layout_independent` (see `shard_and_number`) seeds by (seed, epoch, list
+    position) instead, the same samples for any number of workers.
     """
     import random
     import tensorflow as tf
@@ -112,7 +114,7 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
     rows, cols = pairs.from_region(radius, (side, side))
     num_dirs = len(pairs.search_directions(radius))
     ds, base_seed = shard_and_number(tf.data.Dataset.from_tensor_slices(names), len(names), input_context, shuffle,
-                                     repeat, seed)
+                                     repeat, seed, layout_independent)
 
     def load(name, element_index):
         name = name.decode() if isinstance(name, bytes) else str(name)

@@ -29,7 +29,7 @@ from common.data.pipeline import build_segmentation_dataset
 from common.models.factory import parse_int_list
 from common.train.engine import TrainConfig, Trainer
 from common.train.optimizers import aaf_variable_groups
-from common.train.strategy import make_strategy
+from common.train.strategy import strategy_from_flags
 from segsort.losses import MemoryBank, add_segsort_loss, add_unsupervised_segsort_loss
 from segsort.model import build_embedding_model, define_embedding_flags
 
@@ -169,10 +169,10 @@ def build_trainer(cfg, hooks=(), unsupervised=False):
       the Trainer; the memory bank (supervised, num_banks > 0) is `trainer.extra_variables`.
     """
     input_size = check_flags(cfg, unsupervised)
+    # First thing that may touch the runtime: multi-worker collectives must be configured before it starts.
+    strategy = strategy_from_flags(cfg.num_gpu, cfg.strategy)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    has_gpus = bool(tf.config.list_logical_devices('GPU'))
-    strategy = make_strategy(num_gpus=cfg.num_gpu if has_gpus else None, strategy=cfg.strategy)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f'--batch_size {cfg.batch_size} is not divisible by the {strategy.num_replicas_in_sync} '
                          f'replicas')

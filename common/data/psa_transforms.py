@@ -416,31 +416,46 @@ def a2gnn_aff_train_transform(img, seed_label, crop_size=448, network='resnet38'
 # ----------------------------------------------------------------------------------------------------------------
 # tf.data for PSA classification training
 
-def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed):
+def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed, layout_independent=False):
     """Shards `ds` per input pipeline, shuffles / repeats it and pairs each element with its running index.
 
+    Args:
+      layout_independent: number each element by (epoch, position in the list) instead of its running index in
+        its shard, and leave the shard out of the base seed: every element gets the same stream whatever the
+        number of input pipelines (workers), so N workers draw the samples one process draws.
     Returns:
       (dataset of (element, index), base_seed): the per-element Python draws use
       `base_seed * 2_147_483_647 + index`, so every shard and position gets its own reproducible stream.
     """
     import tensorflow as tf  # this module keeps TensorFlow out of its import, as its other dataset builders do
 
-    shard_id = 0
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    shard_id, num_shards = 0, 1
     if input_context is not None:
-        shard_id = input_context.input_pipeline_id
+        shard_id, num_shards = input_context.input_pipeline_id, max(1, input_context.num_input_pipelines)
+    if layout_independent:
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.range(num_elements)))
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_id)
     if shuffle:
         ds = ds.shuffle(num_elements, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return tf.data.Dataset.zip((ds, tf.data.Dataset.counter())), int(seed) * 1_000_003 + shard_id * 7_919
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
+    if not layout_independent:
+        return ds, int(seed) * 1_000_003 + shard_id * 7_919
+    shard_size = max(1, len(range(shard_id, num_elements, num_shards)))
+
+    def number(element_and_position, running_index):
+        element, position = element_and_position
+        return element, running_index // shard_size * num_elements + position
+
+    return ds.map(number), int(seed) * 1_000_003
 
 
 def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_size=448, network='resnet38',
                           shuffle=True, seed=0, deterministic=True, input_context=None, repeat=False,
                           drop_remainder=True, min_long=256, max_long=512, training=True, with_names=False,
-                          num_parallel_calls=None):
+                          num_parallel_calls=None, layout_independent=False):
     """tf.data input of psa train_cls: (image float32 [crop, crop, 3], label float32 [20]) batches.
 
     Every element's augmentation draws come from `random.Random` seeded by (seed, shard, running element index), so
@@ -462,6 +477,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
       training: train transform (True) or validation transform.
       with_names: also yield the image id string.
       num_parallel_calls: map parallelism (default AUTOTUNE).
+      layout_independent: see `shard_and_number` (the same samples for any number of workers).
     Returns:
       tf.data.Dataset.
     """
@@ -484,7 +500,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds, base_seed = shard_and_number(tf.data.Dataset.from_tensor_slices((paths, label_array, names)), len(names),
-                                     input_context, shuffle, repeat, seed)
+                                     input_context, shuffle, repeat, seed, layout_independent)
 
     def load(path, element_index):
         path = path.decode() if isinstance(path, bytes) else str(path)
