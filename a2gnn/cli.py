@@ -7,6 +7,8 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
+from common.io import check_output_flags
+
 BOX_DEFAULTS = dict(weights='./netWeights/final_model/aff_box.pth', seed_label_root='./data/Init_Label/SEAM_Box',
                     epochs=150, radius=4, lr=0.035, save_path='./out/box_pred')
 OTHERS_DEFAULTS = dict(weights='./netWeights/final_model/aff_scribble.pth',
@@ -108,7 +110,7 @@ def main(mode, flag_values=None, progress=True):
     if not os.path.isdir(fv.seed_label_root):
         raise app.UsageError(f'--seed_label_root: no such directory: {fv.seed_label_root}')
     names = load_img_name_list(fv.infer_list)
-    os.makedirs(fv.save_path, exist_ok=True)
+    check_output_flags(fv, 'save_path')
     net = None
     written = []
     for name in tqdm(names, desc=f'A2GNN {mode}', disable=not progress):

@@ -104,10 +104,13 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
     import random
     import tensorflow as tf
     from PIL import Image
-    from common.data.lists import load_img_name_list
+    from common.data.lists import check_listed_files, load_img_name_list
     from common.data.psa_transforms import shard_and_number
 
     names = load_img_name_list(list_path)
+    check_listed_files([os.path.join(voc12_root, 'JPEGImages', n + '.jpg') for n in names], list_path)
+    for kind, folder in (('la CRF', la_crf_dir), ('ha CRF', ha_crf_dir)):
+        check_listed_files([os.path.join(folder, n + '.npy') for n in names], list_path, kind)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     side = crop_size // FEATURE_STRIDE

@@ -61,12 +61,15 @@ def run_training(model, loss_fn, dataset_fn, f, num_images, scratch_prefixes, st
       hooks: engine hooks `hook(step, metrics)`.
     """
     from affinitynet.model import save_weights
+    from common.io import check_writable_dir
     from common.train.strategy import is_chief
     steps_per_epoch = num_images // f.batch_size
     if steps_per_epoch < 1 and not f.max_steps:
         raise ValueError(f'--batch_size {f.batch_size} exceeds the {num_images} images of --train_list')
     max_step = f.max_steps or steps_per_epoch * f.max_epoches
     snapshot_dir = f.snapshot_dir or f.session_name + '_ckpt'
+    if is_chief(strategy):  # the weights are written after training: a folder that cannot take them fails now
+        check_writable_dir(os.path.dirname(os.path.abspath(f.session_name)), '--session_name')
     config = engine.TrainConfig(
         num_steps=max_step, learning_rate=f.lr, power=0.9, weight_decay=f.wt_dec, iter_size=1,
         save_pred_every=f.save_every or max(1, steps_per_epoch), save_last=True, update_tb_every=50,
@@ -76,7 +79,6 @@ def run_training(model, loss_fn, dataset_fn, f, num_images, scratch_prefixes, st
                            hooks=hooks, run_flags=f.flag_values_dict())
     if not is_chief(strategy):
         return metrics
-    os.makedirs(os.path.dirname(os.path.abspath(f.session_name)), exist_ok=True)
     save_weights(model, f.session_name + '.npz')
     print(f'saved {f.session_name}.npz after {metrics.get("step")} steps, loss {metrics.get("loss")}')
     return metrics

@@ -72,6 +72,9 @@ def define_flags(flag_values=FLAGS, unsupervised=False):
         ('update_tb_every', 20, 'TensorBoard summaries every N steps.'),
         ('snapshot_dir', '', 'Checkpoints, TensorBoard events and the run config.'),
         ('not_restore_classifier', False, 'Do not restore block5 (the PSP head and the embedding layer).'),
+        ('allow_partial_restore', False, 'Let --restore_from leave model variables that the checkpoint lacks at '
+                                         'their initial values (default: an error listing them; the original TF1 '
+                                         'Saver failed on them too).'),
         ('concentration', 10.0, 'vMF concentration kappa.'),
         ('num_gpu', 1, 'Replicas (GPUs); the loss is computed on the all-gathered global batch.'),
         ('deterministic', False, 'Deterministic ops and data order (exact resume; slower).'),
@@ -197,7 +200,8 @@ def build_trainer(cfg, hooks=(), unsupervised=False):
             img_mean=IMG_MEAN, num_classes=cfg.num_classes, seed=cfg.random_seed, deterministic=cfg.deterministic,
             skip_bad_samples=cfg.skip_bad_samples, input_context=input_context, **reader_kwargs)
 
-    config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN))
+    config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN),
+                                    strict_restore=not cfg.allow_partial_restore)
     extra_variables = memory_bank.all_variables if memory_bank is not None else []
     return Trainer(model, make_loss_fn(cfg, unsupervised, memory_bank), dataset_fn, config, strategy=strategy,
                    extra_variables=extra_variables, variable_groups=aaf_variable_groups(), hooks=hooks,

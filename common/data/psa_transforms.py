@@ -484,7 +484,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
     import tensorflow as tf
 
     from common.data.cls_labels import load_cls_labels
-    from common.data.lists import load_img_name_list
+    from common.data.lists import check_listed_files, load_img_name_list
     import os
 
     if network not in NETWORKS:
@@ -496,6 +496,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
         raise KeyError(f'cls_labels has no label for {len(missing)} ids of {list_path}, e.g. {missing[:3]}')
     label_array = np.stack([np.asarray(labels[n], np.float32) for n in names])
     paths = [os.path.join(voc12_root, 'JPEGImages', n + '.jpg') for n in names]
+    check_listed_files(paths, list_path)
 
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
