@@ -11,11 +11,14 @@ Flags keep the originals' names and defaults (underscores; hyphens are accepted 
 many devices (`--num_gpu`): with several replicas every replica all-gathers the embeddings, labels, clusters and
 locations of the global batch and computes the loss on it, as the multi-GPU original computes one loss on the
 concatenated tower outputs; the update equals single-device training on the whole batch (sync batch norm).
+`--strategy multi_worker` trains on several machines (TF_CONFIG; the strategy is made before anything touches the
+runtime, only the chief writes); tests/common/train/test_multi_worker.py proves it on 2 processes, kill and resume.
 
 Differences from the originals (defaults faithful unless stated):
   * `--fifo_memory`: the memory bank is updated first-in-first-out; the default keeps the original's inert random
     memory (Q-S1).
-  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7).
+  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7); one that leaves model variables
+    uninitialised is an error listing them (as the TF1 Saver) unless `--allow_partial_restore`.
   * a batch without valid pixels gives loss 0 instead of NaN; a NaN loss stops training with a message.
 """
 import os

@@ -17,7 +17,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 REDUCED_PSPNET = ['--input-size=48,48', '--backbone-filters=4,8,8,16', '--backbone-blocks=1,1,1,1',
                   '--psp-channels=8']
 PSA_TINY = ['--width_multiplier=0.0625']
-OTHER_ARCH = r"the checkpoint is of another architecture; 2 variable\(s\) differ in shape:\s+variable '\S+' has shape \[1, 1, 8, \d+\] in the checkpoint but \[1, 1, 8, \d+\] in the model"
+OTHER_ARCH = (r"the checkpoint is of another architecture; 2 variable\(s\) differ in shape:\s+variable '\S+' has shape "
+              r"\[1, 1, 8, \d+\] in the checkpoint but \[1, 1, 8, \d+\] in the model")
 
 
 @pytest.fixture(scope='module')
@@ -49,12 +50,15 @@ def bad(tmp_path_factory, synthetic_voc):
         if name == 'segsort':
             backbone_only = [v for v in model.variables if 'block5' not in original_name(v)]
             ckpt_lib.make_checkpoint(backbone_only).write(str(tmp / 'backbone' / 'model.ckpt-0'))
+    (tmp / 'prototypes').mkdir()
+    np.save(tmp / 'prototypes' / 'prototype_features.npy', np.eye(4, 8, dtype=np.float32))
+    np.save(tmp / 'prototypes' / 'prototype_labels.npy', np.arange(4, dtype=np.int32))
     psa_model.save_weights(psa_model.build_classifier('resnet38', 1 / 16), str(tmp / 'cls.npz'))
     return paths
 
 
 def cells(p):
-    """{cell id: (module, argv, expected error regex)}."""
+    """{cell id: (module or script, argv, expected error regex)}."""
     voc, data, root, tmp, unw = p['voc'], p['data'], p['root'], p['tmp'], p['unwritable']
     val, train = f'{voc}/dataset/voc12/val.txt', f'{voc}/dataset/voc12/train+.txt'
     psa_val, psa_train, cls_labels = f'{voc}/voc12/val.txt', f'{voc}/voc12/train_aug.txt', f'{voc}/voc12/cls_labels.npy'
@@ -87,6 +91,12 @@ def cells(p):
             'segsort.extract_prototypes', [f'--data_dir={data}', f'--data_list={train}', '--embedding_dim=8',
                                            f'--restore_from={tmp}/aaf/model.ckpt-0', f'--save_dir={tmp}/p']
             + REDUCED_PSPNET, OTHER_ARCH),
+        'segsort.inference-unwritable-save-dir': (
+            'segsort.inference', [f'--data_dir={data}', f'--data_list={val}', '--embedding_dim=8',
+                                  '--num_clusters=2', '--k_in_nearest_neighbors=1',
+                                  f'--restore_from={tmp}/segsort/model.ckpt-0',
+                                  f'--prototype_dir={tmp}/prototypes', f'--save_dir={unw}'] + REDUCED_PSPNET,
+            unwritable('--save_dir')),
         'segsort.overseg-missing-image': (
             'segsort.overseg', [f'--data_dir={data}', f'--data_list={tmp}/missing.txt', f'--hed_dir={tmp}/hed'],
             r'missing.txt: image file not found: \S+/JPEGImages/2099_000001.jpg'),
@@ -158,6 +168,12 @@ def cells(p):
             'a2gnn.train_infer_others', [f'--voc12_root={root}', f'--infer_list={psa_val}', '--weights=',
                                          f'--seed_label_root={root}/SegmentationClassAug', f'--save_path={unw}'],
             unwritable('--save_path')),
+        'benchmarks.aaf_loss-malformed-shape': (
+            'benchmarks/aaf_loss.py', ['--shapes', '8,42,42', '--repeats=1'],
+            r"--shapes: each shape must be N,H,W,C integers, got \['8,42,42'\]"),
+        'benchmarks.aaf_train_step-unknown-network': (
+            'benchmarks/aaf_train_step.py', ['--networks', 'resnet'],
+            r"argument --networks: invalid choice: 'resnet'"),
         'common.infer.export-checkpoint-of-other-architecture': (
             'common.infer.export', [f'--checkpoint={tmp}/segsort/model.ckpt-0', f'--out={tmp}/export']
             + REDUCED_PSPNET, OTHER_ARCH),
@@ -170,14 +186,18 @@ CELL_IDS = sorted(cells(dict(voc='', data='', root='', tmp='', unwritable='', em
 def _run(module, argv):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
                TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='-1')
-    proc = subprocess.run([sys.executable, '-m', module] + argv, capture_output=True, text=True, timeout=300,
+    command = [sys.executable, module] if module.endswith('.py') else [sys.executable, '-m', module]
+    proc = subprocess.run(command + argv, capture_output=True, text=True, timeout=300,
                           env=env, cwd=REPO_ROOT)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope='module')
-def results(bad):
-    table = cells(bad)
+def results(request, bad):
+    """{cell: (expected regex, return code, output)} of the cells selected in this session."""
+    selected = {item.callspec.params['cell'] for item in request.session.items
+                if item.module is request.module and hasattr(item, 'callspec')}
+    table = {cell: value for cell, value in cells(bad).items() if cell in selected}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = {cell: pool.submit(_run, module, argv) for cell, (module, argv, _) in table.items()}
         return {cell: (table[cell][2],) + future.result() for cell, future in futures.items()}
