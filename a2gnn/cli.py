@@ -4,7 +4,6 @@ graph, train a fresh A2GNN on the seed, write the CRF-refined pseudo label PNG. 
 skipped, so an interrupted run resumes; PNGs are written atomically."""
 import os
 
-import numpy as np
 from absl import app, flags, logging
 
 from common.io import check_output_flags
@@ -83,12 +82,9 @@ def build_net(weights, width_multiplier):
 
 
 def read_image(voc12_root, name):
-    from PIL import Image
-    path = os.path.join(voc12_root, 'JPEGImages', name + '.jpg')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'image not found: {path}')
-    with Image.open(path) as image:
-        return np.array(image.convert('RGB'), np.uint8)
+    """uint8 [H, W, 3] RGB image of an id (`affinitynet.runtime.read_image`: missing / truncated files named)."""
+    from affinitynet.runtime import read_image as read_psa_image
+    return read_psa_image(voc12_root, name)
 
 
 def main(mode, flag_values=None, progress=True):

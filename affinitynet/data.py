@@ -103,9 +103,8 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
     """
     import random
     import tensorflow as tf
-    from PIL import Image
     from common.data.lists import check_listed_files, load_img_name_list
-    from common.data.psa_transforms import shard_and_number
+    from common.data.psa_transforms import read_rgb, shard_and_number
 
     names = load_img_name_list(list_path)
     check_listed_files([os.path.join(voc12_root, 'JPEGImages', n + '.jpg') for n in names], list_path)
@@ -121,11 +120,7 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
 
     def load(name, element_index):
         name = name.decode() if isinstance(name, bytes) else str(name)
-        path = os.path.join(voc12_root, 'JPEGImages', name + '.jpg')
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'image not found: {path}')
-        with Image.open(path) as handle:
-            img = handle.convert('RGB')
+        img = read_rgb(os.path.join(voc12_root, 'JPEGImages', name + '.jpg'))
         stack = load_crf_stack(os.path.join(la_crf_dir, name + '.npy'), os.path.join(ha_crf_dir, name + '.npy'),
                                (img.size[1], img.size[0]))
         rng = random.Random(base_seed * 2_147_483_647 + int(element_index))

@@ -13,6 +13,7 @@ Pad conventions (psa_a2gnn.md 4.4 / quirk 4):
   - Inference (infer_aff, A2GNN): `pad_to_multiple` right/bottom after normalisation with 0.
 """
 import numbers
+import os
 import random as _random
 
 import numpy as np
@@ -416,6 +417,22 @@ def a2gnn_aff_train_transform(img, seed_label, crop_size=448, network='resnet38'
 # ----------------------------------------------------------------------------------------------------------------
 # tf.data for PSA classification training
 
+def read_rgb(path):
+    """The RGB PIL image of `path`, decoded now; a missing, unreadable or truncated file raises an error naming it.
+
+    Raises:
+      FileNotFoundError / ValueError naming the path (PIL's own messages do not).
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'image not found: {path} (check --voc12_root and the list file)')
+    try:
+        with Image.open(path) as handle:
+            return handle.convert('RGB')
+    except OSError as error:
+        raise ValueError(f'image {path} cannot be read: {error}') from error
+
+
 def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed, layout_independent=False):
     """Shards `ds` per input pipeline, shuffles / repeats it and pairs each element with its running index.
 
@@ -504,9 +521,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
                                      input_context, shuffle, repeat, seed, layout_independent)
 
     def load(path, element_index):
-        path = path.decode() if isinstance(path, bytes) else str(path)
-        with Image.open(path) as handle:
-            img = handle.convert('RGB')
+        img = read_rgb(path.decode() if isinstance(path, bytes) else str(path))
         if training:
             r = _random.Random(base_seed * 2_147_483_647 + int(element_index))
             out = psa_cls_train_transform(img, crop_size, network, min_long, max_long, rng=r)

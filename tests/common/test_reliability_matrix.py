@@ -41,6 +41,12 @@ def bad(tmp_path_factory, synthetic_voc):
     (tmp / 'psa_missing.txt').write_text(f'/JPEGImages/{sorted(labels)[0]}.jpg\n')
     (tmp / 'empty_root' / 'JPEGImages').mkdir(parents=True)
     paths['empty_root'] = str(tmp / 'empty_root')
+    # a JPEG cut in half (header intact) under the id of the first PSA training image
+    first = sorted(labels)[0]
+    (tmp / 'cut_root' / 'JPEGImages').mkdir(parents=True)
+    whole = open(os.path.join(paths['root'], 'JPEGImages', first + '.jpg'), 'rb').read()
+    (tmp / 'cut_root' / 'JPEGImages' / (first + '.jpg')).write_bytes(whole[:len(whole) // 2])
+    paths['cut_root'] = str(tmp / 'cut_root')
     # PSPNet checkpoints: 21 classes (AAF), an 8-d embedding (SegSort), and one without the head (block5)
     for name, channels in (('aaf', 21), ('segsort', 8)):
         tf.keras.utils.set_random_seed(0)
@@ -120,6 +126,11 @@ def cells(p):
                                                       f'--train_list={tmp}/psa_missing.txt',
                                                       f'--session_name={tmp}/c3'],
             r'psa_missing.txt line 1: image file not found: \S+/empty_root/JPEGImages/\d+_\d+.jpg'),
+        'affinitynet.infer_cls-truncated-image': (
+            'affinitynet.infer_cls', [f'--voc12_root={p["cut_root"]}', f'--infer_list={tmp}/psa_missing.txt',
+                                      f'--cls_labels={cls_labels}', f'--weights={tmp}/cls.npz',
+                                      '--network=network.resnet38_cls', f'--out_cam={tmp}/cam3'] + PSA_TINY,
+            r'image \S+/cut_root/JPEGImages/\d+_\d+.jpg cannot be read: image file is truncated'),
         'affinitynet.train_cls-unwritable-session-name': (
             'affinitynet.train_cls', cls_train + ['--weights=', f'--session_name={unw}/cls',
                                                   f'--snapshot_dir={tmp}/c4'], unwritable('--session_name')),
@@ -180,7 +191,7 @@ def cells(p):
     }
 
 
-CELL_IDS = sorted(cells(dict(voc='', data='', root='', tmp='', unwritable='', empty_root='')))
+CELL_IDS = sorted(cells(dict(voc='', data='', root='', tmp='', unwritable='', empty_root='', cut_root='')))
 
 
 def _run(module, argv):
