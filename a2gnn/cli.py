@@ -4,8 +4,9 @@ graph, train a fresh A2GNN on the seed, write the CRF-refined pseudo label PNG. 
 skipped, so an interrupted run resumes; PNGs are written atomically."""
 import os
 
-import numpy as np
 from absl import app, flags, logging
+
+from common.io import check_output_flags
 
 BOX_DEFAULTS = dict(weights='./netWeights/final_model/aff_box.pth', seed_label_root='./data/Init_Label/SEAM_Box',
                     epochs=150, radius=4, lr=0.035, save_path='./out/box_pred')
@@ -81,12 +82,9 @@ def build_net(weights, width_multiplier):
 
 
 def read_image(voc12_root, name):
-    from PIL import Image
-    path = os.path.join(voc12_root, 'JPEGImages', name + '.jpg')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'image not found: {path}')
-    with Image.open(path) as image:
-        return np.array(image.convert('RGB'), np.uint8)
+    """uint8 [H, W, 3] RGB image of an id (`affinitynet.runtime.read_image`: missing / truncated files named)."""
+    from affinitynet.runtime import read_image as read_psa_image
+    return read_psa_image(voc12_root, name)
 
 
 def main(mode, flag_values=None, progress=True):
@@ -108,7 +106,7 @@ def main(mode, flag_values=None, progress=True):
     if not os.path.isdir(fv.seed_label_root):
         raise app.UsageError(f'--seed_label_root: no such directory: {fv.seed_label_root}')
     names = load_img_name_list(fv.infer_list)
-    os.makedirs(fv.save_path, exist_ok=True)
+    check_output_flags(fv, 'save_path')
     net = None
     written = []
     for name in tqdm(names, desc=f'A2GNN {mode}', disable=not progress):

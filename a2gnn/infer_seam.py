@@ -54,9 +54,12 @@ def main(argv, flag_values=None, progress=True):
     from common.data.cls_labels import load_image_label_list_from_npy
     from common.data.lists import load_img_name_list
     from common.data.psa_transforms import SEAM_MSF_SCALES, multiscale_flip_inputs
-    from common.io import save_png
+    from common.io import check_output_flags, check_writable_dir, save_png
     fv = flags.FLAGS if flag_values is None else flag_values
     names = load_img_name_list(fv.infer_list)
+    check_output_flags(fv, 'out_cam', 'out_cam_pred')
+    for alpha in CRF_ALPHAS if fv.out_crf else ():
+        check_writable_dir(f'{fv.out_crf}_{alpha:.1f}', '--out_crf')
     labels = load_image_label_list_from_npy(names, fv.cls_labels)
     net = build_seam(fv.width_multiplier)
     if fv.weights:

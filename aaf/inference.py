@@ -16,6 +16,7 @@ from common.cli import run_app
 from common.data.aaf_reader import IMG_MEAN
 from common.data.lists import read_labeled_image_list
 from common.infer.outputs import run_inference
+from common.io import check_writable_dir
 from common.models.factory import define_model_flags, model_from_flags, parse_int_list
 from common.train.checkpoints import restore_variables
 
@@ -74,6 +75,7 @@ def predict_list(cfg, msc):
     input_size = parse_int_list(cfg.input_size, 'input_size', 2)
     strides = parse_int_list(cfg.strides, 'strides', 2)
     image_paths, _ = read_labeled_image_list(cfg.data_dir, cfg.data_list)
+    check_writable_dir(cfg.save_dir, '--save-dir')
     model = load_inference_model(cfg, input_size)
     return run_inference(model, image_paths, cfg.save_dir, input_size, strides, cfg.num_classes, cfg.colormap,
                          msc=msc, flip_aug=msc and cfg.flip_aug, scale_aug=msc and cfg.scale_aug,

@@ -93,34 +93,34 @@ def aff_training_example(img, crf_stack, crop_size=448, network='resnet38', radi
 
 
 def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size, crop_size=448,
-                      network='resnet38', radius=5, seed=0, input_context=None, repeat=True, shuffle=True):
+                      network='resnet38', radius=5, seed=0, input_context=None, repeat=True, shuffle=True,
+                      layout_independent=False):
     """tf.data input of train_aff: (image [N, crop, crop, 3], bg, fg, neg [N, D, P]) batches (drop_last).
 
     Each element's augmentation draws come from `random.Random` seeded by (seed, shard, element index), so a
-    resumed run sees the same data.
+    resumed run sees the same data; `layout_independent` (see `shard_and_number`) seeds by (seed, epoch, list
+    position) instead, the same samples for any number of workers.
     """
     import random
     import tensorflow as tf
-    from PIL import Image
-    from common.data.lists import load_img_name_list
-    from common.data.psa_transforms import shard_and_number
+    from common.data.lists import check_listed_files, load_img_name_list
+    from common.data.psa_transforms import read_rgb, shard_and_number
 
     names = load_img_name_list(list_path)
+    check_listed_files([os.path.join(voc12_root, 'JPEGImages', n + '.jpg') for n in names], list_path)
+    for kind, folder in (('la CRF', la_crf_dir), ('ha CRF', ha_crf_dir)):
+        check_listed_files([os.path.join(folder, n + '.npy') for n in names], list_path, kind)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     side = crop_size // FEATURE_STRIDE
     rows, cols = pairs.from_region(radius, (side, side))
     num_dirs = len(pairs.search_directions(radius))
     ds, base_seed = shard_and_number(tf.data.Dataset.from_tensor_slices(names), len(names), input_context, shuffle,
-                                     repeat, seed)
+                                     repeat, seed, layout_independent)
 
     def load(name, element_index):
         name = name.decode() if isinstance(name, bytes) else str(name)
-        path = os.path.join(voc12_root, 'JPEGImages', name + '.jpg')
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'image not found: {path}')
-        with Image.open(path) as handle:
-            img = handle.convert('RGB')
+        img = read_rgb(os.path.join(voc12_root, 'JPEGImages', name + '.jpg'))
         stack = load_crf_stack(os.path.join(la_crf_dir, name + '.npy'), os.path.join(ha_crf_dir, name + '.npy'),
                                (img.size[1], img.size[0]))
         rng = random.Random(base_seed * 2_147_483_647 + int(element_index))

@@ -18,7 +18,7 @@ from affinitynet import cam as cam_lib
 from affinitynet import runtime
 from common.colormap import VOC_CLASS_NAMES
 from common.eval.metrics import SegmentationMetric
-from common.io import atomic_write_text
+from common.io import atomic_write_text, check_output_flags
 
 FLAGS = flags.FLAGS
 SWEEPS = ('threshold', 'alpha')
@@ -137,6 +137,7 @@ def main(argv, flag_values=FLAGS):
         raise app.UsageError('--gt_dir or --voc12_root: required')
     gt_dir = f.gt_dir or default_gt_dir(f.voc12_root)
     names = runtime.image_ids(f.list, '--list')
+    check_output_flags(f, 'out_dir')
     if f.pred_dir:
         metric = evaluate_pred_dir(names, f.pred_dir, gt_dir)
         text = f'{format_classes(metric)}\nmIoU: {metric.mean_iou():.2f}'

@@ -20,7 +20,7 @@ from affinitynet import model as model_lib
 from affinitynet import random_walk as rw_lib
 from affinitynet import runtime
 from common.data import psa_transforms
-from common.io import save_png
+from common.io import check_output_flags, save_png
 
 FLAGS = flags.FLAGS
 
@@ -62,6 +62,7 @@ def main(argv, flag_values=FLAGS):
             raise app.UsageError(f'--{required}: required')
     arch = model_lib.arch_of(f.network)
     names = runtime.image_ids(f.infer_list)
+    check_output_flags(f, 'out_rw')
     todo = runtime.pending(names, [(f.out_rw, '.png')])
     print(f'infer_aff: {len(names) - len(todo)} of {len(names)} images already done')
     if not todo:

@@ -20,7 +20,7 @@ from affinitynet import model as model_lib
 from affinitynet import runtime
 from common.data import psa_transforms
 from common.data.cls_labels import load_cls_labels
-from common.io import save_png
+from common.io import check_output_flags, save_png
 
 FLAGS = flags.FLAGS
 
@@ -74,6 +74,7 @@ def main(argv, flag_values=FLAGS):
         raise app.UsageError('give at least one of --out_cam, --out_la_crf, --out_ha_crf, --out_cam_pred')
     arch = model_lib.arch_of(f.network)
     names = runtime.image_ids(f.infer_list)
+    check_output_flags(f, 'out_cam', 'out_la_crf', 'out_ha_crf', 'out_cam_pred')
     labels = load_cls_labels(f.cls_labels)
     missing = [n for n in names if n not in labels]
     if missing:

@@ -22,7 +22,24 @@ from common.models import resnet38, torch_layers, vgg16
 from common.models.naming import set_original_name
 
 ARCHS = ('resnet38', 'vgg16')
-SCRATCH_INITIALIZER = keras.initializers.VarianceScaling(0.5, 'fan_in', 'untruncated_normal')
+
+
+class ScratchInitializer(keras.initializers.Initializer):
+    """Half-LeCun normal (variance 0.5 / fan_in, untruncated) with a new seed per layer, drawn from Python's
+    `random` (which `keras.utils.set_random_seed` seeds).
+
+    One shared unseeded Keras initializer picks its seed once, when it is made (at import, whatever --seed says),
+    and returns the same values for every layer of the same shape: from-scratch weights were neither reproducible
+    nor independent between layers.
+    """
+
+    def __call__(self, shape, dtype=None):
+        import random
+        seed = random.randint(0, 2 ** 31 - 1)
+        return keras.initializers.VarianceScaling(0.5, 'fan_in', 'untruncated_normal', seed=seed)(shape, dtype)
+
+
+SCRATCH_INITIALIZER = ScratchInitializer()
 NUM_CLASSES = 20
 HEAD_WIDTHS = (64, 128, 256)  # f8_3, f8_4, f8_5; f9 = their sum (448)
 GN_GROUPS = (8, 16, 32)  # vgg16_aff GroupNorm groups of f8_3, f8_4, f8_5

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 from absl import flags
-from PIL import Image
 
 from common.data.lists import load_img_name_list
 
@@ -30,15 +29,9 @@ def image_path(voc12_root, name):
 
 
 def read_image(voc12_root, name):
-    """uint8 [H, W, 3] RGB image of an id; a missing or unreadable file is named."""
-    path = image_path(voc12_root, name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'image not found: {path} (check --voc12_root and the list file)')
-    try:
-        with Image.open(path) as handle:
-            return np.array(handle.convert("RGB"))  # writable: pydensecrf rejects read-only buffers
-    except OSError as error:
-        raise ValueError(f'image {path} cannot be read: {error}') from error
+    """uint8 [H, W, 3] RGB image of an id; a missing, unreadable or truncated file is named."""
+    from common.data.psa_transforms import read_rgb
+    return np.array(read_rgb(image_path(voc12_root, name)))  # writable: pydensecrf rejects read-only buffers
 
 
 def pending(names, outputs):

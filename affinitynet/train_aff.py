@@ -15,7 +15,7 @@ from affinitynet import model as model_lib
 from affinitynet import runtime
 from affinitynet.data import build_aff_dataset
 from affinitynet.losses import EPS
-from affinitynet.train_common import define_training_flags, initial_weights, run_training
+from affinitynet.train_common import define_training_flags, initial_weights, make_strategy_first, run_training
 
 FLAGS = flags.FLAGS
 
@@ -38,9 +38,13 @@ def affinity_loss_terms(aff, bg, fg, neg):
             'neg_loss': (tf.reduce_sum(-neg * tf.math.log(1. + EPS - aff)) / 2, tf.reduce_sum(neg) + eps)}
 
 
-def main(argv, flag_values=FLAGS):
-    del argv
-    f = flag_values
+def train_from_flags(f, hooks=()):
+    """Checks the flags, builds AffinityNet under `--strategy` and trains it; returns the engine's metrics.
+
+    Args:
+      f: parsed flags of `define_flags`.
+      hooks: engine hooks `hook(step, metrics)`.
+    """
     for required in ('voc12_root', 'la_crf_dir', 'ha_crf_dir'):
         if not f[required].value:
             raise app.UsageError(f'--{required}: required')
@@ -50,9 +54,11 @@ def main(argv, flag_values=FLAGS):
         raise app.UsageError(f'--crop_size: must be a multiple of 8, got {f.crop_size}')
     arch = model_lib.arch_of(f.network)
     names = runtime.image_ids(f.train_list, '--train_list')
+    strategy = make_strategy_first(f)
     keras.utils.set_random_seed(f.seed)
-    net = model_lib.build_affinity_net(arch, f.width_multiplier, from_scratch=not f.weights,
-                                       bn_decay=f.bn_decay, dropout=f.dropout)
+    with strategy.scope():
+        net = model_lib.build_affinity_net(arch, f.width_multiplier, from_scratch=not f.weights,
+                                           bn_decay=f.bn_decay, dropout=f.dropout)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):
@@ -61,9 +67,16 @@ def main(argv, flag_values=FLAGS):
 
     def dataset_fn(input_context):
         return build_aff_dataset(f.train_list, f.voc12_root, f.la_crf_dir, f.ha_crf_dir, f.batch_size,
-                                 f.crop_size, arch, net.radius, seed=f.seed, input_context=input_context)
+                                 f.crop_size, arch, net.radius, seed=f.seed, input_context=input_context,
+                                 layout_independent=f.layout_independent_data)
 
-    run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.AFF_SCRATCH)
+    return run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.AFF_SCRATCH, strategy=strategy,
+                        hooks=hooks)
+
+
+def main(argv, flag_values=FLAGS):
+    del argv
+    train_from_flags(flag_values)
 
 
 def run():

@@ -12,7 +12,7 @@ from absl import app, flags
 from affinitynet import model as model_lib
 from affinitynet import runtime
 from affinitynet.losses import multilabel_soft_margin_loss
-from affinitynet.train_common import define_training_flags, initial_weights, run_training
+from affinitynet.train_common import define_training_flags, initial_weights, make_strategy_first, run_training
 from common.data.psa_transforms import build_psa_cls_dataset
 
 FLAGS = flags.FLAGS
@@ -54,9 +54,13 @@ def parse_color_jitter(value):
     return jitter
 
 
-def main(argv, flag_values=FLAGS):
-    del argv
-    f = flag_values
+def train_from_flags(f, hooks=()):
+    """Checks the flags, builds the classifier under `--strategy` and trains it; returns the engine's metrics.
+
+    Args:
+      f: parsed flags of `define_flags`.
+      hooks: engine hooks `hook(step, metrics)`.
+    """
     if not f.voc12_root:
         raise app.UsageError('--voc12_root: required')
     if f.weights is None:
@@ -65,9 +69,11 @@ def main(argv, flag_values=FLAGS):
     min_long, max_long = parse_resize_long(f.resize_long)
     jitter = parse_color_jitter(f.color_jitter)
     names = runtime.image_ids(f.train_list, '--train_list')
+    strategy = make_strategy_first(f)
     keras.utils.set_random_seed(f.seed)
-    net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights,
-                                     bn_decay=f.bn_decay, dropout=f.dropout)
+    with strategy.scope():
+        net = model_lib.build_classifier(arch, f.width_multiplier, from_scratch=not f.weights,
+                                         bn_decay=f.bn_decay, dropout=f.dropout)
     initial_weights(net, f.weights)
 
     def loss_fn(model, batch, training):
@@ -77,9 +83,16 @@ def main(argv, flag_values=FLAGS):
     def dataset_fn(input_context):
         return build_psa_cls_dataset(f.train_list, f.voc12_root, f.cls_labels, f.batch_size, f.crop_size, arch,
                                      seed=f.seed, input_context=input_context, repeat=True,
-                                     min_long=min_long, max_long=max_long, jitter=jitter)
+                                     min_long=min_long, max_long=max_long, jitter=jitter,
+                                     layout_independent=f.layout_independent_data)
 
-    run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH)
+    return run_training(net, loss_fn, dataset_fn, f, len(names), model_lib.CLS_SCRATCH, strategy=strategy,
+                        hooks=hooks)
+
+
+def main(argv, flag_values=FLAGS):
+    del argv
+    train_from_flags(flag_values)
 
 
 def run():

@@ -40,24 +40,49 @@ def define_training_flags(flag_values, batch_size, max_epoches, session_name):
                          'dropout7) rates to 0, for tiny widths trained from scratch, where dropping whole channels '
                          'of a few-dozen-channel layer drowns the signal (ours; default = the original).',
                          flag_values=flag_values)
+    flags.DEFINE_enum('strategy', 'auto', ['auto', 'one_device', 'mirrored', 'multi_worker', 'tpu'],
+                      'tf.distribute strategy (ours): auto = every visible GPU (as the original\'s DataParallel), '
+                      'else the CPU; multi_worker = several machines from TF_CONFIG (only the chief writes).',
+                      flag_values=flag_values)
+    flags.DEFINE_boolean('layout_independent_data', False, 'Seed each sample\'s augmentation by (seed, epoch, list '
+                         'position) instead of (seed, input pipeline, running index), so any number of workers '
+                         'draws the same samples (ours; multi-worker runs that must equal one process).',
+                         flag_values=flag_values)
 
 
-def run_training(model, loss_fn, dataset_fn, f, num_images, scratch_prefixes):
-    """Trains `model` with PSA's optimizer; saves `<session_name>.npz`. Returns the engine's metrics."""
+def make_strategy_first(f):
+    """The strategy of `--strategy`, made before anything touches the TensorFlow runtime (multi-worker needs it)."""
+    from common.train.strategy import strategy_from_flags
+    return strategy_from_flags(None, f.strategy)
+
+
+def run_training(model, loss_fn, dataset_fn, f, num_images, scratch_prefixes, strategy=None, hooks=()):
+    """Trains `model` with PSA's optimizer; saves `<session_name>.npz` (on the chief only). Returns the engine's
+    metrics.
+
+    Args:
+      strategy: the strategy the model was built under (default: the current one).
+      hooks: engine hooks `hook(step, metrics)`.
+    """
     from affinitynet.model import save_weights
+    from common.io import check_writable_dir
+    from common.train.strategy import is_chief
     steps_per_epoch = num_images // f.batch_size
     if steps_per_epoch < 1 and not f.max_steps:
         raise ValueError(f'--batch_size {f.batch_size} exceeds the {num_images} images of --train_list')
     max_step = f.max_steps or steps_per_epoch * f.max_epoches
     snapshot_dir = f.snapshot_dir or f.session_name + '_ckpt'
+    if is_chief(strategy):  # the weights are written after training: a folder that cannot take them fails now
+        check_writable_dir(os.path.dirname(os.path.abspath(f.session_name)), '--session_name')
     config = engine.TrainConfig(
         num_steps=max_step, learning_rate=f.lr, power=0.9, weight_decay=f.wt_dec, iter_size=1,
         save_pred_every=f.save_every or max(1, steps_per_epoch), save_last=True, update_tb_every=50,
         snapshot_dir=snapshot_dir, optimizer='torch_sgd', freeze_lr_after_end=True, l2_loss=False)
     optimizer = poly_optimizer(f.wt_dec, scratch_prefixes, momentum=0.9, intended_momentum=f.intended_momentum)
-    metrics = engine.train(model, loss_fn, dataset_fn, config, optimizer=optimizer,
-                           run_flags=f.flag_values_dict())
-    os.makedirs(os.path.dirname(os.path.abspath(f.session_name)), exist_ok=True)
+    metrics = engine.train(model, loss_fn, dataset_fn, config, strategy=strategy, optimizer=optimizer,
+                           hooks=hooks, run_flags=f.flag_values_dict())
+    if not is_chief(strategy):
+        return metrics
     save_weights(model, f.session_name + '.npz')
     print(f'saved {f.session_name}.npz after {metrics.get("step")} steps, loss {metrics.get("loss")}')
     return metrics

@@ -82,6 +82,24 @@ def check_writable_dir(path, flag):
     return path
 
 
+def check_output_flags(flag_values, *names, parent_of=()):
+    """`check_writable_dir` for every output flag of a CLI that is set, before any work starts.
+
+    Args:
+      flag_values: parsed flags (absl FlagValues or any object with the attributes).
+      names: flags that name output folders, e.g. 'save_dir', 'out_cam'.
+      parent_of: flags that name output files (or file prefixes): their folder is checked.
+    Raises:
+      OSError naming the flag and the folder.
+    """
+    for name in names + tuple(parent_of):
+        value = getattr(flag_values, name, None)
+        if not value:
+            continue
+        folder = os.path.dirname(os.path.abspath(str(value))) if name in parent_of else str(value)
+        check_writable_dir(folder, '--' + name)
+
+
 def atomic_write_bytes(path, data):
     """Writes bytes to `path` atomically."""
     return atomic_write(path, lambda handle: handle.write(data))

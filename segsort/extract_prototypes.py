@@ -23,7 +23,7 @@ from common.data.aaf_reader import IMG_MEAN
 from common.data.lists import read_labeled_image_list
 from common.infer.outputs import load_image
 from common.infer.sliding_window import as_predict_fn, sliding_window_scores, upsampled_outputs
-from common.io import atomic_write
+from common.io import atomic_write, check_writable_dir
 from common.models.factory import parse_int_list
 from segsort import clustering, eval_utils
 from segsort.model import define_embedding_flags, load_embedding_model
@@ -145,6 +145,7 @@ def extract_from_flags(cfg):
     """Runs the extraction of the flags; returns (features, labels, written paths)."""
     input_size, strides = check_list_flags(cfg, ('data_list', 'save_dir'))
     image_paths, label_paths = read_labeled_image_list(cfg.data_dir, cfg.data_list)
+    check_writable_dir(cfg.save_dir, '--save_dir')
     model = load_embedding_model(cfg, input_size)  # kept alive: as_predict_fn holds it weakly
     predict_fn = as_predict_fn(model)
     from PIL import Image

@@ -22,6 +22,7 @@ from common.data.aaf_reader import IMG_MEAN
 from common.data.lists import read_labeled_image_list
 from common.infer.multiscale import multiscale_predict
 from common.infer.outputs import load_image, prediction_basename, save_prediction
+from common.io import check_writable_dir
 from common.infer.sliding_window import as_predict_fn, pad_to_window
 from common.ops.resize import resize_bilinear_legacy
 from segsort import clustering, eval_utils
@@ -153,6 +154,7 @@ def predict_list(cfg, msc):
     classifier = KnnClassifier(features, labels, cfg.k_in_nearest_neighbors, cfg.num_clusters,
                                cfg.kmeans_iterations)
     image_paths, _ = read_labeled_image_list(cfg.data_dir, cfg.data_list)
+    check_writable_dir(cfg.save_dir, '--save_dir')
     model = load_embedding_model(cfg, input_size)  # kept alive: as_predict_fn holds it weakly
     predict_fn = as_predict_fn(model)
     from tqdm import tqdm

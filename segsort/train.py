@@ -11,11 +11,14 @@ Flags keep the originals' names and defaults (underscores; hyphens are accepted 
 many devices (`--num_gpu`): with several replicas every replica all-gathers the embeddings, labels, clusters and
 locations of the global batch and computes the loss on it, as the multi-GPU original computes one loss on the
 concatenated tower outputs; the update equals single-device training on the whole batch (sync batch norm).
+`--strategy multi_worker` trains on several machines (TF_CONFIG; the strategy is made before anything touches the
+runtime, only the chief writes); tests/common/train/test_multi_worker.py proves it on 2 processes, kill and resume.
 
 Differences from the originals (defaults faithful unless stated):
   * `--fifo_memory`: the memory bank is updated first-in-first-out; the default keeps the original's inert random
     memory (Q-S1).
-  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7).
+  * an empty `--restore_from` trains from scratch (the original crashed, Q-A7); one that leaves model variables
+    uninitialised is an error listing them (as the TF1 Saver) unless `--allow_partial_restore`.
   * a batch without valid pixels gives loss 0 instead of NaN; a NaN loss stops training with a message.
 """
 import os
@@ -29,7 +32,7 @@ from common.data.pipeline import build_segmentation_dataset
 from common.models.factory import parse_int_list
 from common.train.engine import TrainConfig, Trainer
 from common.train.optimizers import aaf_variable_groups
-from common.train.strategy import make_strategy
+from common.train.strategy import strategy_from_flags
 from segsort.losses import MemoryBank, add_segsort_loss, add_unsupervised_segsort_loss
 from segsort.model import build_embedding_model, define_embedding_flags
 
@@ -72,6 +75,9 @@ def define_flags(flag_values=FLAGS, unsupervised=False):
         ('update_tb_every', 20, 'TensorBoard summaries every N steps.'),
         ('snapshot_dir', '', 'Checkpoints, TensorBoard events and the run config.'),
         ('not_restore_classifier', False, 'Do not restore block5 (the PSP head and the embedding layer).'),
+        ('allow_partial_restore', False, 'Let --restore_from leave model variables that the checkpoint lacks at '
+                                         'their initial values (default: an error listing them; the original TF1 '
+                                         'Saver failed on them too).'),
         ('concentration', 10.0, 'vMF concentration kappa.'),
         ('num_gpu', 1, 'Replicas (GPUs); the loss is computed on the all-gathered global batch.'),
         ('deterministic', False, 'Deterministic ops and data order (exact resume; slower).'),
@@ -169,10 +175,10 @@ def build_trainer(cfg, hooks=(), unsupervised=False):
       the Trainer; the memory bank (supervised, num_banks > 0) is `trainer.extra_variables`.
     """
     input_size = check_flags(cfg, unsupervised)
+    # First thing that may touch the runtime: multi-worker collectives must be configured before it starts.
+    strategy = strategy_from_flags(cfg.num_gpu, cfg.strategy)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    has_gpus = bool(tf.config.list_logical_devices('GPU'))
-    strategy = make_strategy(num_gpus=cfg.num_gpu if has_gpus else None, strategy=cfg.strategy)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f'--batch_size {cfg.batch_size} is not divisible by the {strategy.num_replicas_in_sync} '
                          f'replicas')
@@ -197,7 +203,8 @@ def build_trainer(cfg, hooks=(), unsupervised=False):
             img_mean=IMG_MEAN, num_classes=cfg.num_classes, seed=cfg.random_seed, deterministic=cfg.deterministic,
             skip_bad_samples=cfg.skip_bad_samples, input_context=input_context, **reader_kwargs)
 
-    config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN))
+    config = TrainConfig.from_flags(cfg.flag_values_dict(), image_mean=tuple(IMG_MEAN),
+                                    strict_restore=not cfg.allow_partial_restore)
     extra_variables = memory_bank.all_variables if memory_bank is not None else []
     return Trainer(model, make_loss_fn(cfg, unsupervised, memory_bank), dataset_fn, config, strategy=strategy,
                    extra_variables=extra_variables, variable_groups=aaf_variable_groups(), hooks=hooks,

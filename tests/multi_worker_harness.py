@@ -78,7 +78,8 @@ class Cluster:
                          for i, (rc, log) in enumerate(zip(self.returncodes, self.logs)))
 
 
-def run_cluster(module, runs, num_workers=2, kill: Optional[Kill] = None, timeout=300, grace=20, log_dir=None):
+def run_cluster(module, runs, num_workers=2, kill: Optional[Kill] = None, timeout=300, grace=20, log_dir=None,
+                env=None, single_process=False, no_dropout=False):
     """Starts `num_workers` workers that each run `module`'s trainings `runs` (lists of CLI tokens) in turn.
 
     Args:
@@ -90,6 +91,11 @@ def run_cluster(module, runs, num_workers=2, kill: Optional[Kill] = None, timeou
         block in, or fail out of, their next collective) and are then SIGKILLed, as an operator would.
       timeout: seconds before every worker is SIGKILLed (a hung cluster fails the test instead of the session).
       log_dir: folder for the workers' logs (default: a temporary one).
+      env: extra environment variables of the workers (e.g. TF_ENABLE_ONEDNN_OPTS).
+      single_process: run the trainings in ONE process without TF_CONFIG and without `--strategy=multi_worker`
+        (the reference a cluster must equal; a subprocess, so the environment applies before TensorFlow starts).
+      no_dropout: turn the channel dropouts (`common.models.torch_layers.Dropout2d`) into identities: each replica
+        draws its own masks for its part of the batch, which no layout of the batch can reproduce.
     Returns:
       `Cluster`.
     """
@@ -98,15 +104,21 @@ def run_cluster(module, runs, num_workers=2, kill: Optional[Kill] = None, timeou
     os.makedirs(log_dir, exist_ok=True)
     ports = free_ports(num_workers)
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
-               TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='-1')
+               TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='-1', **(env or {}))
+    env.pop('TF_CONFIG', None)
+    if single_process:
+        num_workers = 1
     command = [sys.executable, os.path.abspath(__file__), '--module', module, '--runs', json.dumps(runs)]
     if kill is not None:
         command += ['--kill', json.dumps(dataclasses.asdict(kill))]
+    if no_dropout:
+        command.append('--no-dropout')
     procs, log_paths = [], []
     for index in range(num_workers):
         log_paths.append(os.path.join(log_dir, f'worker{index}.log'))
         with open(log_paths[-1], 'w') as log:
-            procs.append(subprocess.Popen(command, env=dict(env, TF_CONFIG=tf_config(ports, index)),
+            worker_env = env if single_process else dict(env, TF_CONFIG=tf_config(ports, index))
+            procs.append(subprocess.Popen(command, env=worker_env,
                                           stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT))
     deadline = time.monotonic() + timeout
     victim_dead_at = None
@@ -132,13 +144,19 @@ def _worker_main(argv):
     parser.add_argument('--module', required=True)
     parser.add_argument('--runs', required=True, help='JSON list of argv lists')
     parser.add_argument('--kill', default='', help='JSON of a Kill')
+    parser.add_argument('--no-dropout', action='store_true', help='Dropout2d layers pass their input through')
     args = parser.parse_args(argv)
     kill = Kill(**json.loads(args.kill)) if args.kill else None
-    index = json.loads(os.environ['TF_CONFIG'])['task']['index']
+    cluster = os.environ.get('TF_CONFIG')
+    index = json.loads(cluster)['task']['index'] if cluster else 0
+    strategy = ['--strategy=multi_worker'] if cluster else []
     # Nothing of TensorFlow may run before the CLI makes its strategy; importing is fine.
     from absl import flags
     from common.cli import normalize_flag_names
     cli = importlib.import_module(args.module)
+    if args.no_dropout:
+        from common.models import torch_layers
+        torch_layers.Dropout2d.call = lambda self, inputs, training=False: inputs
     for run_index, run_argv in enumerate(json.loads(args.runs)):
         steps, started = [], time.monotonic()
 
@@ -153,7 +171,7 @@ def _worker_main(argv):
 
         flag_values = flags.FlagValues()
         cli.define_flags(flag_values)
-        flag_values(normalize_flag_names([args.module] + list(run_argv) + ['--strategy=multi_worker']))
+        flag_values(normalize_flag_names([args.module] + list(run_argv) + strategy))
         cli.train_from_flags(flag_values, hooks=[hook])
         report = dict(run=run_index, first_step=steps[0][0] if steps else None,
                       last_step=steps[-1][0] if steps else None, pid=os.getpid(),

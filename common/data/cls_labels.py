@@ -15,7 +15,7 @@ from xml.dom import minidom
 import numpy as np
 
 from common.colormap import VOC_CLASS_NAMES
-from common.io import atomic_write
+from common.io import atomic_write, check_output_flags
 
 IMG_FOLDER_NAME = 'JPEGImages'
 ANNOT_FOLDER_NAME = 'Annotations'
@@ -139,6 +139,7 @@ def main(argv, flag_values=None):
         raise app.UsageError('--voc12_root: required (the VOC2012 directory holding Annotations/)')
     if not os.path.isdir(os.path.join(FLAGS.voc12_root, ANNOT_FOLDER_NAME)):
         raise app.UsageError(f'--voc12_root: {FLAGS.voc12_root} has no {ANNOT_FOLDER_NAME}/ directory')
+    check_output_flags(FLAGS, parent_of=('out',))
     labels = make_cls_labels(FLAGS.train_list, FLAGS.val_list, FLAGS.voc12_root)
     save_cls_labels(labels, FLAGS.out)
     counts = np.bincount([int(v.sum()) for v in labels.values()], minlength=2)

@@ -92,6 +92,17 @@ def load_img_name_list(dataset_path):
     return [line.split(' ')[0][-15:-4] for line in lines if line.strip()]
 
 
+def check_listed_files(paths, list_path, kind='image'):
+    """Raises FileNotFoundError naming the list, its line and the path of the first listed file that is missing.
+
+    For id lists whose files are read inside a tf.data pipeline, where a missing file would surface as a
+    TensorFlow error from deep inside the iterator. `paths[i]` belongs to line i + 1 (lists without blank lines).
+    """
+    for line_no, path in enumerate(paths, 1):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'{list_path} line {line_no}: {kind} file not found: {path}')
+
+
 def write_image_list(path, rows):
     """Writes a list file atomically, one `<image> <mask>` (or single path) line per row, '\\n'-terminated.
 

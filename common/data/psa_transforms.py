@@ -13,6 +13,7 @@ Pad conventions (psa_a2gnn.md 4.4 / quirk 4):
   - Inference (infer_aff, A2GNN): `pad_to_multiple` right/bottom after normalisation with 0.
 """
 import numbers
+import os
 import random as _random
 
 import numpy as np
@@ -418,31 +419,62 @@ def a2gnn_aff_train_transform(img, seed_label, crop_size=448, network='resnet38'
 # ----------------------------------------------------------------------------------------------------------------
 # tf.data for PSA classification training
 
-def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed):
+def read_rgb(path):
+    """The RGB PIL image of `path`, decoded now; a missing, unreadable or truncated file raises an error naming it.
+
+    Raises:
+      FileNotFoundError / ValueError naming the path (PIL's own messages do not).
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'image not found: {path} (check --voc12_root and the list file)')
+    try:
+        with Image.open(path) as handle:
+            return handle.convert('RGB')
+    except OSError as error:
+        raise ValueError(f'image {path} cannot be read: {error}') from error
+
+
+def shard_and_number(ds, num_elements, input_context, shuffle, repeat, seed, layout_independent=False):
     """Shards `ds` per input pipeline, shuffles / repeats it and pairs each element with its running index.
 
+    Args:
+      layout_independent: number each element by (epoch, position in the list) instead of its running index in
+        its shard, and leave the shard out of the base seed: every element gets the same stream whatever the
+        number of input pipelines (workers), so N workers draw the samples one process draws.
     Returns:
       (dataset of (element, index), base_seed): the per-element Python draws use
       `base_seed * 2_147_483_647 + index`, so every shard and position gets its own reproducible stream.
     """
     import tensorflow as tf  # this module keeps TensorFlow out of its import, as its other dataset builders do
 
-    shard_id = 0
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    shard_id, num_shards = 0, 1
     if input_context is not None:
-        shard_id = input_context.input_pipeline_id
+        shard_id, num_shards = input_context.input_pipeline_id, max(1, input_context.num_input_pipelines)
+    if layout_independent:
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.range(num_elements)))
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_id)
     if shuffle:
         ds = ds.shuffle(num_elements, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return tf.data.Dataset.zip((ds, tf.data.Dataset.counter())), int(seed) * 1_000_003 + shard_id * 7_919
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
+    if not layout_independent:
+        return ds, int(seed) * 1_000_003 + shard_id * 7_919
+    shard_size = max(1, len(range(shard_id, num_elements, num_shards)))
+
+    def number(element_and_position, running_index):
+        element, position = element_and_position
+        return element, running_index // shard_size * num_elements + position
+
+    return ds.map(number), int(seed) * 1_000_003
 
 
 def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_size=448, network='resnet38',
                           shuffle=True, seed=0, deterministic=True, input_context=None, repeat=False,
                           drop_remainder=True, min_long=256, max_long=512, training=True, with_names=False,
-                          num_parallel_calls=None, jitter=(0.3, 0.3, 0.3, 0.1)):
+                          num_parallel_calls=None, jitter=(0.3, 0.3, 0.3, 0.1), layout_independent=False):
     """tf.data input of psa train_cls: (image float32 [crop, crop, 3], label float32 [20]) batches.
 
     Every element's augmentation draws come from `random.Random` seeded by (seed, shard, running element index), so
@@ -465,13 +497,14 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
       with_names: also yield the image id string.
       num_parallel_calls: map parallelism (default AUTOTUNE).
       jitter: ColorJitter strengths (brightness, contrast, saturation, hue) of the train transform.
+      layout_independent: see `shard_and_number` (the same samples for any number of workers).
     Returns:
       tf.data.Dataset.
     """
     import tensorflow as tf
 
     from common.data.cls_labels import load_cls_labels
-    from common.data.lists import load_img_name_list
+    from common.data.lists import check_listed_files, load_img_name_list
     import os
 
     if network not in NETWORKS:
@@ -483,16 +516,15 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
         raise KeyError(f'cls_labels has no label for {len(missing)} ids of {list_path}, e.g. {missing[:3]}')
     label_array = np.stack([np.asarray(labels[n], np.float32) for n in names])
     paths = [os.path.join(voc12_root, 'JPEGImages', n + '.jpg') for n in names]
+    check_listed_files(paths, list_path)
 
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds, base_seed = shard_and_number(tf.data.Dataset.from_tensor_slices((paths, label_array, names)), len(names),
-                                     input_context, shuffle, repeat, seed)
+                                     input_context, shuffle, repeat, seed, layout_independent)
 
     def load(path, element_index):
-        path = path.decode() if isinstance(path, bytes) else str(path)
-        with Image.open(path) as handle:
-            img = handle.convert('RGB')
+        img = read_rgb(path.decode() if isinstance(path, bytes) else str(path))
         if training:
             r = _random.Random(base_seed * 2_147_483_647 + int(element_index))
             out = psa_cls_train_transform(img, crop_size, network, min_long, max_long, rng=r, jitter=jitter)
