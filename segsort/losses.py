@@ -72,24 +72,21 @@ class MemoryBank(tf.Module):
         self.memory_labels[-1].assign(tf.ensure_shape(newest_labels, [self.size]))
 
 
-def _nca_terms(similarity_blocks, class_one_hot_blocks, segment_ids, pixel_class, num_classes):
-    """Numerator, denominator, which numerator form each pixel uses and S at the own segment, from
-    S = exp(kappa cos) in column blocks.
+class _PrototypeBlock:
+    """A column block of the similarity matrix: its prototypes and their classes, numbered locally.
 
-    Args:
-      similarity_blocks: list of [N, S_b]; the first block holds every pixel's own segment.
-      class_one_hot_blocks: list of [S_b, C] class one-hots of the blocks' prototypes.
+    `local_one_hot` [S_b, C_b] maps the block's prototypes to the C_b classes that occur in it, `to_global`
+    [C_b, C] those classes to the compact classes of the whole loss. Class sums are taken with the local one-hot
+    (C_b columns, not C: a memory bank that holds one label costs a matrix-vector product) and moved to the global
+    classes with the small exact 0/1 matrix `to_global`.
     """
-    class_sums = tf.add_n([tf.matmul(sims, one_hot) for sims, one_hot in
-                           zip(similarity_blocks, class_one_hot_blocks)])  # [N, C]
-    own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
-    same = tf.reduce_sum(tf.where(own_class, class_sums, 0.0), axis=1)
-    different = tf.reduce_sum(tf.where(own_class, 0.0, class_sums), axis=1)
-    self_similarity = tf.gather(similarity_blocks[0], segment_ids, axis=1, batch_dims=1)
-    others = same - self_similarity
-    use_others = others > 0
-    numerator = tf.where(use_others, others, self_similarity)
-    return numerator, numerator + different, use_others, self_similarity
+
+    def __init__(self, prototypes, prototype_class, num_classes, dtype):
+        self.prototypes = prototypes
+        classes, local_class = tf.unique(prototype_class)
+        self.num_local_classes = tf.size(classes)
+        self.local_one_hot = tf.one_hot(local_class, self.num_local_classes, dtype=dtype)  # [S_b, C_b]
+        self.to_global = tf.one_hot(classes, num_classes, dtype=dtype)  # [C_b, C]
 
 
 def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration,
@@ -115,22 +112,32 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
       scalar float32; gradients flow to `embedding` and `prototypes`.
     """
     kappa = tf.cast(concentration, embedding.dtype)
-    class_one_hot = tf.one_hot(prototype_class, num_classes, dtype=embedding.dtype)  # [S, C]
+    dtype = embedding.dtype
     if num_trainable_prototypes is None:
-        class_blocks = [class_one_hot]
+        class_blocks = [prototype_class]
     else:
-        class_blocks = [class_one_hot[:num_trainable_prototypes], class_one_hot[num_trainable_prototypes:]]
+        class_blocks = [prototype_class[:num_trainable_prototypes], prototype_class[num_trainable_prototypes:]]
 
     @tf.custom_gradient
     def loss_fn(emb, protos):
-        blocks = [protos] if num_trainable_prototypes is None else [protos[:num_trainable_prototypes],
-                                                                    protos[num_trainable_prototypes:]]
+        rows = [protos] if num_trainable_prototypes is None else [protos[:num_trainable_prototypes],
+                                                                  protos[num_trainable_prototypes:]]
+        blocks = [_PrototypeBlock(p, c, num_classes, dtype) for p, c in zip(rows, class_blocks)]
         # kappa goes onto the [N, D] side of the matmul, not onto the [N, S] logits.
         scaled = emb * kappa
-        similarities = [tf.exp(tf.matmul(scaled, block, transpose_b=True)) for block in blocks]
-        numerator, denominator, use_others, self_sims = _nca_terms(similarities, class_blocks, segment_ids,
-                                                                   pixel_class, num_classes)
-        count = tf.cast(tf.shape(emb)[0], emb.dtype)
+        similarities = [tf.exp(tf.matmul(scaled, block.prototypes, transpose_b=True)) for block in blocks]
+        # [N, C] class sums: per block over its own classes (exact 0/1 products and sums of zeros to go global).
+        class_sums = tf.add_n([tf.matmul(tf.matmul(sims, block.local_one_hot), block.to_global)
+                               for sims, block in zip(similarities, blocks)])
+        own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
+        same = tf.reduce_sum(tf.where(own_class, class_sums, 0.0), axis=1)
+        different = tf.reduce_sum(tf.where(own_class, 0.0, class_sums), axis=1)
+        self_sims = tf.gather(similarities[0], segment_ids, axis=1, batch_dims=1)
+        others = same - self_sims
+        use_others = others > 0
+        numerator = tf.where(use_others, others, self_sims)
+        denominator = numerator + different
+        count = tf.cast(tf.shape(emb)[0], dtype)
         loss = tf.reduce_mean(tf.math.log(denominator) - tf.math.log(numerator))
 
         def grad(upstream):
@@ -141,26 +148,46 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             # correction at the own segment.
             scale = upstream * kappa / count
             inv_den, inv_num = 1.0 / denominator, 1.0 / numerator
-            own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
             table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
             # S is kept from the forward pass: at the backward peak it lives next to its gradient whether kept or
             # recomputed, so keeping it costs no peak memory and saves a matmul and an exp over [N, S].
-            # table[:, class_j] for every prototype j as one small matmul (faster than a gather along axis 1).
-            logits_grads = [sims * tf.matmul(table, one_hot, transpose_b=True)
-                            for sims, one_hot in zip(similarities, class_blocks)]
+            emb_grads, logits_grads = [], []
+            for b, (sims, block) in enumerate(zip(similarities, blocks)):
+                local_table = tf.matmul(table, block.to_global, transpose_b=True)  # [N, C_b], exact
+                if b == 0:
+                    # table[:, class_j] for every prototype j as one small matmul (faster than a gather).
+                    logits_grads.append(sims * tf.matmul(local_table, block.local_one_hot, transpose_b=True))
+                    emb_grads.append(tf.matmul(logits_grads[0], block.prototypes))
+                else:
+                    emb_grads.append(_untrainable_block_grad(sims, block, local_table))
             correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
-            grad_emb = tf.add_n([tf.matmul(g, block) for g, block in zip(logits_grads, blocks)]
-                                + [correction[:, tf.newaxis] * tf.gather(protos, segment_ids)])
+            grad_emb = tf.add_n(emb_grads + [correction[:, tf.newaxis] * tf.gather(protos, segment_ids)])
             grad_protos = tf.matmul(logits_grads[0], emb, transpose_a=True) + tf.math.unsorted_segment_sum(
-                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(blocks[0])[0])
-            if len(blocks) > 1:
-                grad_protos = tf.concat([grad_protos, tf.zeros_like(blocks[1])], 0)
+                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(rows[0])[0])
+            if len(rows) > 1:
+                grad_protos = tf.concat([grad_protos, tf.zeros_like(rows[1])], 0)
             return grad_emb, grad_protos
 
         return loss, grad
 
     return loss_fn(embedding, prototypes)
+
+
+def _untrainable_block_grad(similarities, block, local_table):
+    """Embedding gradient through a block of prototypes that get none (a memory bank).
+
+    (S o T) P with T[i, j] = local_table[i, class_j]. When the whole block has one class (the inert memory: all
+    label 0), T is constant along each row and this is local_table[:, 0] * (S P): one matmul, no [N, S_b] product.
+    """
+    def one_class():
+        return local_table[:, :1] * tf.matmul(similarities, block.prototypes)
+
+    def several_classes():
+        coefficients = tf.matmul(local_table, block.local_one_hot, transpose_b=True)
+        return tf.matmul(similarities * coefficients, block.prototypes)
+
+    return tf.cond(tf.equal(block.num_local_classes, 1), one_class, several_classes)
 
 
 def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, concentration, memory=None,
@@ -225,7 +252,8 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
 
     with_location = clustering.normalize_embedding(tf.concat([flat_embedding, locations], 2))
     clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
-                                                           num_clusters * num_clusters, kmeans_iterations, valid)
+                                                           num_clusters * num_clusters, kmeans_iterations, valid,
+                                                           jit_compile=True)
     clusters = clusters + tf.range(tf.cast(batch_size, tf.int64), dtype=tf.int64)[:, tf.newaxis] * LABEL_DIVISOR
 
     # Valid pixels of all images in row-major order, as the original's per-image gathers concatenated.
