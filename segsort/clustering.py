@@ -21,8 +21,19 @@ def normalize_embedding(embedding):
     Returns:
       float [..., D].
     """
-    embedding = tf.convert_to_tensor(embedding)
-    return embedding / tf.norm(embedding, axis=-1, keepdims=True)
+    return _normalize(tf.convert_to_tensor(embedding))
+
+
+@tf.custom_gradient
+def _normalize(embedding):
+    norm = tf.norm(embedding, axis=-1, keepdims=True)
+    unit = embedding / norm
+
+    def grad(upstream):
+        # d(x/|x|) = (g - y (g . y)) / |x|: three passes over [..., D] instead of autodiff's division/norm chain.
+        return (upstream - unit * tf.reduce_sum(upstream * unit, axis=-1, keepdims=True)) / norm
+
+    return unit, grad
 
 
 def calculate_prototypes_from_labels(embedding, labels, max_label=None):
@@ -95,8 +106,12 @@ def batch_kmeans_with_initial_labels(embedding, initial_labels, max_label, itera
     return tf.where(valid, labels, tf.cast(initial_labels, tf.int64))
 
 
-def _kmeans_steps(embedding, labels, valid, max_label, iterations):
-    """The M/E iterations of `batch_kmeans_with_initial_labels` (labels of invalid pixels are meaningless)."""
+def _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=False):
+    """The M/E iterations of `batch_kmeans_with_initial_labels` (labels of invalid pixels are meaningless).
+
+    `compiled`: the body is traced for XLA and `max_label` is a Python int (the E-step's arg-max is unrolled over
+    the clusters, which XLA fuses into one vectorised loop; its own arg-max reduction is several times slower).
+    """
     # Zero rows add exactly nothing to the prototype sums: mask once, not every M-step.
     embedding = tf.where(valid[..., tf.newaxis], embedding, tf.zeros([], embedding.dtype))
     zero, minus_inf = tf.zeros([], embedding.dtype), tf.constant(-np.inf, embedding.dtype)
@@ -115,13 +130,23 @@ def _kmeans_steps(embedding, labels, valid, max_label, iterations):
         # Clusters-major layout [B, K, P]: the arg-max runs over a non-inner axis, which TF vectorises along the
         # pixels (an arg-max over a short inner axis of 25 is several times slower).
         similarities = tf.matmul(prototypes, embedding, transpose_b=True) + bias  # [B, K, P]
-        labels = tf.argmax(similarities, axis=1)
+        labels = _first_arg_max_over_clusters(similarities, max_label) if compiled else tf.argmax(similarities, 1)
     return labels
+
+
+def _first_arg_max_over_clusters(similarities, num_clusters):
+    """tf.argmax(similarities, axis=1) (first maximum on ties) as a running maximum over the K rows [B, P]."""
+    best, best_index = similarities[:, 0], tf.zeros(tf.shape(similarities[:, 0]), tf.int64)
+    for k in range(1, num_clusters):
+        better = similarities[:, k] > best
+        best = tf.where(better, similarities[:, k], best)
+        best_index = tf.where(better, tf.constant(k, tf.int64), best_index)
+    return best_index
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _compiled_kmeans_steps(embedding, labels, valid, max_label, iterations):
-    return _kmeans_steps(embedding, labels, valid, max_label, iterations)
+    return _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=True)
 
 
 def kmeans_with_initial_labels(embedding, initial_labels, max_label=None, iterations=10):

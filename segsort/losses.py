@@ -163,7 +163,8 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
             grad_emb = tf.add_n(emb_grads + [correction[:, tf.newaxis] * tf.gather(protos, segment_ids)])
-            grad_protos = tf.matmul(logits_grads[0], emb, transpose_a=True) + tf.math.unsorted_segment_sum(
+            # (E^T G)^T: a plain [D, N] x [N, T] product; oneDNN is much slower with G transposed.
+            grad_protos = tf.transpose(tf.matmul(tf.transpose(emb), logits_grads[0])) + tf.math.unsorted_segment_sum(
                 correction[:, tf.newaxis] * emb, segment_ids, tf.shape(rows[0])[0])
             if len(rows) > 1:
                 grad_protos = tf.concat([grad_protos, tf.zeros_like(rows[1])], 0)
