@@ -29,8 +29,11 @@ class MemoryBank(tf.Module):
       embedding_dim: D.
       fifo: False = the original's inert memory (never updated, Q-S1); True = after every loss evaluation the
         banks shift by one and the newest bank receives a random permutation of the batch's prototypes (the
-        remaining rows keep their previous content when the batch has fewer than `size` segments).
-      seed: initialiser seed (truncated normal, std 1, as `tf.truncated_normal_initializer()`).
+        remaining rows keep their previous content when the batch has fewer than `size` segments). The
+        permutation is stateless, drawn from (seed, number of updates so far; the count is the checkpointed
+        variable `memory_updates`), so every replica of a multi-device step, a single device given the same global
+        batch, and a resumed run draw the same one.
+      seed: initialiser and permutation seed (truncated normal, std 1, as `tf.truncated_normal_initializer()`).
     """
 
     def __init__(self, num_banks, size, embedding_dim, fifo=False, seed=None):
@@ -42,6 +45,8 @@ class MemoryBank(tf.Module):
                        for b in range(self.num_banks)]
         self.memory_labels = [tf.Variable(tf.zeros([self.size], tf.int32), name=f'memory_labels_{b}', **sync)
                               for b in range(self.num_banks)]
+        self.seed = 0 if seed is None else int(seed)
+        self.updates = tf.Variable(tf.constant(0, tf.int64), name='memory_updates', **sync) if fifo else None
         from common.models.naming import set_original_name
         for b in range(self.num_banks):
             set_original_name(self.memory[b], f'memory_{b}')
@@ -49,7 +54,7 @@ class MemoryBank(tf.Module):
 
     @property
     def all_variables(self):
-        return self.memory + self.memory_labels
+        return self.memory + self.memory_labels + ([self.updates] if self.updates is not None else [])
 
     def read(self):
         """(normalised prototypes [num_banks*size, D], labels [num_banks*size])."""
@@ -61,7 +66,8 @@ class MemoryBank(tf.Module):
         if not self.fifo or not self.num_banks:
             return
         prototypes = tf.stop_gradient(prototypes)
-        order = tf.random.shuffle(tf.range(tf.shape(prototype_labels)[0]))[:self.size]
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.updates.read_value()])
+        order = tf.argsort(tf.random.stateless_uniform(tf.shape(prototype_labels), seed))[:self.size]
         count = tf.shape(order)[0]
         newest = tf.concat([tf.gather(prototypes, order), self.memory[-1][count:]], 0)
         newest_labels = tf.concat([tf.gather(prototype_labels, order), self.memory_labels[-1][count:]], 0)
@@ -70,6 +76,7 @@ class MemoryBank(tf.Module):
             self.memory_labels[b].assign(self.memory_labels[b + 1])
         self.memory[-1].assign(tf.ensure_shape(newest, [self.size, self.embedding_dim]))
         self.memory_labels[-1].assign(tf.ensure_shape(newest_labels, [self.size]))
+        self.updates.assign_add(1)
 
 
 class _PrototypeBlock:
