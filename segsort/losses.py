@@ -86,18 +86,30 @@ class _PrototypeBlock:
     [C_b, C] those classes to the compact classes of the whole loss. Class sums are taken with the local one-hot
     (C_b columns, not C: a memory bank that holds one label costs a matrix-vector product) and moved to the global
     classes with the small exact 0/1 matrix `to_global`.
+
+    Args:
+      prototypes: float [S_b, D].
+      labels: int [S_b] labels of the prototypes (any numbering; only equality matters).
+      global_class: callable (block's distinct labels [C_b]) -> their compact classes [C_b] (called lazily, so
+        that the local numbering does not wait for it).
+      num_classes: C.
     """
 
-    def __init__(self, prototypes, prototype_class, num_classes, dtype):
+    def __init__(self, prototypes, labels, global_class, num_classes, dtype):
         self.prototypes = prototypes
-        classes, local_class = tf.unique(prototype_class)
-        self.num_local_classes = tf.size(classes)
+        self.classes, local_class = tf.unique(labels)
+        self.num_local_classes = tf.size(self.classes)
+        self.single_class = tf.equal(self.num_local_classes, 1)
         self.local_one_hot = tf.one_hot(local_class, self.num_local_classes, dtype=dtype)  # [S_b, C_b]
-        self.to_global = tf.one_hot(classes, num_classes, dtype=dtype)  # [C_b, C]
+        self._global_class, self._num_classes, self._dtype = global_class, num_classes, dtype
+
+    @property
+    def to_global(self):
+        return tf.one_hot(self._global_class(self.classes), self._num_classes, dtype=self._dtype)  # [C_b, C]
 
 
 def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration,
-                 num_trainable_prototypes=None):
+                 memory=None):
     """Mean NCA negative log-likelihood of the vMF mixture, with a hand-written gradient.
 
     For pixel i with segment s_i and class c_i, S_ij = exp(kappa e_i . mu_j):
@@ -106,40 +118,40 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
 
     Args:
       embedding: float [N, D] unit rows.
-      prototypes: float [S, D] unit rows (the batch's segments, then any memory rows).
+      prototypes: float [S, D] unit rows of the batch's segments.
       segment_ids: int32 [N] row of each pixel's own segment in `prototypes`.
       prototype_class: int32 [S] compact class index (0..num_classes-1) of every prototype.
       pixel_class: int32 [N] compact class index of every pixel.
       num_classes: number of compact classes.
       concentration: kappa.
-      num_trainable_prototypes: optional T: only the first T prototypes (the batch's segments, which hold every
-        `segment_ids` row) get a gradient; the rest (a memory bank: variables outside the graph of the embedding)
-        get zeros and their [N, S-T] block skips the prototype-gradient matmul. Default: all.
+      memory: optional `_PrototypeBlock` of extra prototypes (a memory bank) in every sum; they get no gradient
+        (variables outside the embedding's graph). Their similarities depend only on the embedding, so the graph
+        computes them while the k-means of the batch's segments still runs.
     Returns:
       scalar float32; gradients flow to `embedding` and `prototypes`.
     """
     kappa = tf.cast(concentration, embedding.dtype)
     dtype = embedding.dtype
-    if num_trainable_prototypes is None:
-        class_blocks = [prototype_class]
-    else:
-        class_blocks = [prototype_class[:num_trainable_prototypes], prototype_class[num_trainable_prototypes:]]
 
     @tf.custom_gradient
     def loss_fn(emb, protos):
-        rows = [protos] if num_trainable_prototypes is None else [protos[:num_trainable_prototypes],
-                                                                  protos[num_trainable_prototypes:]]
-        blocks = [_PrototypeBlock(p, c, num_classes, dtype) for p, c in zip(rows, class_blocks)]
+        batch_block = _PrototypeBlock(protos, prototype_class, lambda classes: classes, num_classes, dtype)
         # kappa goes onto the [N, D] side of the matmul, not onto the [N, S] logits.
         scaled = emb * kappa
-        similarities = [tf.exp(tf.matmul(scaled, block.prototypes, transpose_b=True)) for block in blocks]
+        sims = tf.exp(tf.matmul(scaled, protos, transpose_b=True))  # [N, S]
         # [N, C] class sums: per block over its own classes (exact 0/1 products and sums of zeros to go global).
-        class_sums = tf.add_n([tf.matmul(tf.matmul(sims, block.local_one_hot), block.to_global)
-                               for sims, block in zip(similarities, blocks)])
+        class_sums = tf.matmul(tf.matmul(sims, batch_block.local_one_hot), batch_block.to_global)
+        if memory is not None:
+            memory_sims = tf.exp(tf.matmul(scaled, memory.prototypes, transpose_b=True))  # [N, M]
+            class_sums += tf.matmul(tf.matmul(memory_sims, memory.local_one_hot), memory.to_global)
+            # One label in the whole bank (the inert memory): its gradient term is a row scaling of S_M M.
+            memory_product = tf.cond(memory.single_class, lambda: tf.matmul(memory_sims, memory.prototypes),
+                                     lambda: tf.zeros_like(emb))
         own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
-        same = tf.reduce_sum(tf.where(own_class, class_sums, 0.0), axis=1)
-        different = tf.reduce_sum(tf.where(own_class, 0.0, class_sums), axis=1)
-        self_sims = tf.gather(similarities[0], segment_ids, axis=1, batch_dims=1)
+        zero = tf.zeros([], dtype)
+        same = tf.reduce_sum(tf.where(own_class, class_sums, zero), axis=1)
+        different = tf.reduce_sum(tf.where(own_class, zero, class_sums), axis=1)
+        self_sims = tf.gather(sims, segment_ids, axis=1, batch_dims=1)
         others = same - self_sims
         use_others = others > 0
         numerator = tf.where(use_others, others, self_sims)
@@ -158,44 +170,26 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
             # S is kept from the forward pass: at the backward peak it lives next to its gradient whether kept or
             # recomputed, so keeping it costs no peak memory and saves a matmul and an exp over [N, S].
-            emb_grads, logits_grads = [], []
-            for b, (sims, block) in enumerate(zip(similarities, blocks)):
-                local_table = tf.matmul(table, block.to_global, transpose_b=True)  # [N, C_b], exact
-                if b == 0:
-                    # table[:, class_j] for every prototype j as one small matmul (faster than a gather).
-                    logits_grads.append(sims * tf.matmul(local_table, block.local_one_hot, transpose_b=True))
-                    emb_grads.append(tf.matmul(logits_grads[0], block.prototypes))
-                else:
-                    emb_grads.append(_untrainable_block_grad(sims, block, local_table))
-            correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
+            # table[:, class_j] for every prototype j as small exact matmuls (faster than a gather along axis 1).
+            local_table = tf.matmul(table, batch_block.to_global, transpose_b=True)  # [N, C_b]
+            logits_grad = sims * tf.matmul(local_table, batch_block.local_one_hot, transpose_b=True)
+            correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, zero)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
-            grad_emb = tf.add_n(emb_grads + [correction[:, tf.newaxis] * tf.gather(protos, segment_ids)])
-            # (E^T G)^T: a plain [D, N] x [N, T] product; oneDNN is much slower with G transposed.
-            grad_protos = tf.transpose(tf.matmul(tf.transpose(emb), logits_grads[0])) + tf.math.unsorted_segment_sum(
-                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(rows[0])[0])
-            if len(rows) > 1:
-                grad_protos = tf.concat([grad_protos, tf.zeros_like(rows[1])], 0)
+            grad_emb = tf.matmul(logits_grad, protos) + correction[:, tf.newaxis] * tf.gather(protos, segment_ids)
+            if memory is not None:
+                memory_table = tf.matmul(table, memory.to_global, transpose_b=True)  # [N, C_M]
+                grad_emb += tf.cond(
+                    memory.single_class, lambda: memory_table[:, :1] * memory_product,
+                    lambda: tf.matmul(memory_sims * tf.matmul(memory_table, memory.local_one_hot, transpose_b=True),
+                                      memory.prototypes))
+            # (E^T G)^T: a plain [D, N] x [N, S] product; oneDNN is much slower with G transposed.
+            grad_protos = tf.transpose(tf.matmul(tf.transpose(emb), logits_grad)) + tf.math.unsorted_segment_sum(
+                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(protos)[0])
             return grad_emb, grad_protos
 
         return loss, grad
 
     return loss_fn(embedding, prototypes)
-
-
-def _untrainable_block_grad(similarities, block, local_table):
-    """Embedding gradient through a block of prototypes that get none (a memory bank).
-
-    (S o T) P with T[i, j] = local_table[i, class_j]. When the whole block has one class (the inert memory: all
-    label 0), T is constant along each row and this is local_table[:, 0] * (S P): one matmul, no [N, S_b] product.
-    """
-    def one_class():
-        return local_table[:, :1] * tf.matmul(similarities, block.prototypes)
-
-    def several_classes():
-        coefficients = tf.matmul(local_table, block.local_one_hot, transpose_b=True)
-        return tf.matmul(similarities * coefficients, block.prototypes)
-
-    return tf.cond(tf.equal(block.num_local_classes, 1), one_class, several_classes)
 
 
 def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, concentration, memory=None,
@@ -214,15 +208,23 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
     """
     num_segments = tf.shape(prototype_labels)[0]
     prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
-    all_prototypes, all_labels = prototypes, prototype_labels
+    all_labels = prototype_labels
     if memory is not None:
-        all_prototypes = tf.concat([prototypes, tf.cast(memory, prototypes.dtype)], 0)
-        all_labels = tf.concat([prototype_labels, tf.cast(memory_labels, prototype_labels.dtype)], 0)
-    classes, prototype_class = tf.unique(all_labels)
+        memory_labels = tf.cast(memory_labels, prototype_labels.dtype)
+        all_labels = tf.concat([prototype_labels, memory_labels], 0)
+    classes, all_class = tf.unique(all_labels)
+    prototype_class = all_class[:num_segments]
     pixel_class = tf.gather(prototype_class, segment_ids)
-    # Memory rows are variables outside the embedding's graph: no gradient, no prototype-gradient matmul for them.
-    loss = vmf_nca_loss(embedding, all_prototypes, segment_ids, prototype_class, pixel_class, tf.size(classes),
-                        concentration, None if memory is None else num_segments)
+    memory_block = None
+    if memory is not None:
+        # Compact class of each distinct memory label: its position in `classes`.
+        def global_class(labels):
+            return tf.argmax(tf.cast(tf.equal(labels[:, tf.newaxis], classes[tf.newaxis, :]), tf.int32), axis=1,
+                             output_type=tf.int32)
+        memory_block = _PrototypeBlock(tf.cast(memory, prototypes.dtype), memory_labels, global_class,
+                                       tf.size(classes), prototypes.dtype)
+    loss = vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, tf.size(classes),
+                        concentration, memory_block)
     return loss, prototypes
 
 
