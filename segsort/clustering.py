@@ -118,7 +118,8 @@ def _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=Fals
     batch_size = tf.shape(embedding)[0]
     flat_embedding = tf.reshape(embedding, [-1, tf.shape(embedding)[-1]])
     offsets = tf.range(tf.cast(batch_size, tf.int64))[:, tf.newaxis] * tf.cast(max_label, tf.int64)
-    for _ in range(iterations):
+
+    def step(labels):
         # M-step: per-image cluster sums as one segment sum over image-offset ids (no [B, K, P] one-hot).
         sums = tf.math.unsorted_segment_sum(flat_embedding, tf.reshape(labels + offsets, [-1]),
                                             batch_size * max_label)
@@ -130,7 +131,14 @@ def _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=Fals
         # Clusters-major layout [B, K, P]: the arg-max runs over a non-inner axis, which TF vectorises along the
         # pixels (an arg-max over a short inner axis of 25 is several times slower).
         similarities = tf.matmul(prototypes, embedding, transpose_b=True) + bias  # [B, K, P]
-        labels = _first_arg_max_over_clusters(similarities, max_label) if compiled else tf.argmax(similarities, 1)
+        return _first_arg_max_over_clusters(similarities, max_label) if compiled else tf.argmax(similarities, 1)
+
+    if compiled:
+        # One loop body for XLA: compiling 10 unrolled copies took seconds per crop size.
+        return tf.while_loop(lambda i, _: i < iterations, lambda i, labels: (i + 1, tf.reshape(step(labels), tf.shape(labels))),
+                             (tf.constant(0), labels))[1]
+    for _ in range(iterations):
+        labels = step(labels)
     return labels
 
 
