@@ -135,8 +135,10 @@ def _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=Fals
 
     if compiled:
         # One loop body for XLA: compiling 10 unrolled copies took seconds per crop size.
-        return tf.while_loop(lambda i, _: i < iterations, lambda i, labels: (i + 1, tf.reshape(step(labels), tf.shape(labels))),
-                             (tf.constant(0), labels))[1]
+        def body(i, labels):
+            return i + 1, tf.reshape(step(labels), tf.shape(labels))  # keeps the static shape for the loop
+
+        return tf.while_loop(lambda i, _: i < iterations, body, (tf.constant(0), labels))[1]
     for _ in range(iterations):
         labels = step(labels)
     return labels
