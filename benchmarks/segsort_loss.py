@@ -6,7 +6,10 @@ each as one `tf.function` graph, like the TF1 session:
 * original: the per-image Python loop of `train_utils.add_segsort_loss` (gather the valid pixels, k-means with
   one-hot matmul M-steps, one graph per image), then `_calculate_vmf_loss` with the similarity matmul split in B
   chunks and the dense same-/different-class masks of `_calculate_log_likelihood`, differentiated by autodiff;
-* ours: `segsort.losses.add_segsort_loss` (k-means batched over images, fused NCA op with its written-out gradient).
+* ours: `segsort.losses.add_segsort_loss`: the 10 k-means M/E steps of all images as one XLA-compiled loop (segment
+  sums on image-offset ids, unrolled first-arg-max), the NCA likelihood as one op with its written-out gradient (class
+  sums per prototype block, no dense same-/different-class masks, the one-label inert memory bank's gradient as a
+  row scaling of S_M M, its block computed from the embedding alone so that it runs while k-means runs).
 
 Method. Time: after 2 warm-up calls (tracing), the variants are called in alternation for several rounds (results fetched
 to NumPy); the fastest call of each is compared (the least disturbed one on a shared machine), medians are shown.

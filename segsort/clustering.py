@@ -21,8 +21,19 @@ def normalize_embedding(embedding):
     Returns:
       float [..., D].
     """
-    embedding = tf.convert_to_tensor(embedding)
-    return embedding / tf.norm(embedding, axis=-1, keepdims=True)
+    return _normalize(tf.convert_to_tensor(embedding))
+
+
+@tf.custom_gradient
+def _normalize(embedding):
+    norm = tf.norm(embedding, axis=-1, keepdims=True)
+    unit = embedding / norm
+
+    def grad(upstream):
+        # d(x/|x|) = (g - y (g . y)) / |x|: three passes over [..., D] instead of autodiff's division/norm chain.
+        return (upstream - unit * tf.reduce_sum(upstream * unit, axis=-1, keepdims=True)) / norm
+
+    return unit, grad
 
 
 def calculate_prototypes_from_labels(embedding, labels, max_label=None):
@@ -65,7 +76,8 @@ def find_nearest_prototypes(embedding, prototypes):
     return tf.argmax(_mask_nan(similarities), axis=1)
 
 
-def batch_kmeans_with_initial_labels(embedding, initial_labels, max_label, iterations=10, valid=None):
+def batch_kmeans_with_initial_labels(embedding, initial_labels, max_label, iterations=10, valid=None,
+                                     jit_compile=False):
     """vMF k-means of several images at once, each image with its own clusters.
 
     Equivalent to `kmeans_with_initial_labels` run on every image separately (on its valid pixels), but built as
@@ -78,31 +90,73 @@ def batch_kmeans_with_initial_labels(embedding, initial_labels, max_label, itera
       max_label: clusters per image K (Python int or scalar tensor).
       iterations: M/E iterations.
       valid: optional bool [B, P]; invalid pixels neither contribute to prototypes nor get a meaningful label.
+      jit_compile: compile the M/E loop with XLA (needs a Python int `max_label`; XLA compiles once per input
+        shape, so use it where shapes are fixed, as in the training loss, not for images of varying sizes).
     Returns:
       int64 [B, P] labels after the last E-step (invalid pixels: their initial label).
     """
     embedding = tf.convert_to_tensor(embedding)
     labels = tf.cast(initial_labels, tf.int64)
-    initial = labels
-    max_label = tf.cast(max_label, tf.int32)
-    if valid is not None:
-        # Zero rows add exactly nothing to the prototype sums: mask once, not every M-step.
-        embedding = tf.where(valid[..., tf.newaxis], embedding, tf.zeros([], embedding.dtype))
+    if valid is None:
+        valid = tf.ones(tf.shape(labels), tf.bool)
+    if jit_compile and isinstance(max_label, int):
+        labels = _compiled_kmeans_steps(embedding, labels, valid, max_label, iterations)
+    else:
+        labels = _kmeans_steps(embedding, labels, valid, tf.cast(max_label, tf.int32), iterations)
+    return tf.where(valid, labels, tf.cast(initial_labels, tf.int64))
+
+
+def _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=False):
+    """The M/E iterations of `batch_kmeans_with_initial_labels` (labels of invalid pixels are meaningless).
+
+    `compiled`: the body is traced for XLA and `max_label` is a Python int (the E-step's arg-max is unrolled over
+    the clusters, which XLA fuses into one vectorised loop; its own arg-max reduction is several times slower).
+    """
+    # Zero rows add exactly nothing to the prototype sums: mask once, not every M-step.
+    embedding = tf.where(valid[..., tf.newaxis], embedding, tf.zeros([], embedding.dtype))
     zero, minus_inf = tf.zeros([], embedding.dtype), tf.constant(-np.inf, embedding.dtype)
-    for _ in range(iterations):
-        # Clusters-major layout [B, K, P]: the arg-max runs over a non-inner axis, which TF vectorises along the
-        # pixels (an arg-max over a short inner axis of 25 is several times slower).
-        one_hot = tf.one_hot(labels, max_label, axis=1, dtype=embedding.dtype)  # [B, K, P]
-        sums = tf.matmul(one_hot, embedding)  # [B, K, D]
+    batch_size = tf.shape(embedding)[0]
+    flat_embedding = tf.reshape(embedding, [-1, tf.shape(embedding)[-1]])
+    offsets = tf.range(tf.cast(batch_size, tf.int64))[:, tf.newaxis] * tf.cast(max_label, tf.int64)
+
+    def step(labels):
+        # M-step: per-image cluster sums as one segment sum over image-offset ids (no [B, K, P] one-hot).
+        sums = tf.math.unsorted_segment_sum(flat_embedding, tf.reshape(labels + offsets, [-1]),
+                                            batch_size * max_label)
+        sums = tf.reshape(sums, [batch_size, max_label, -1])  # [B, K, D]
         norms = tf.norm(sums, axis=-1, keepdims=True)
         # An empty cluster (0/0 = NaN prototype in the original) must never win: a zero prototype plus a -inf bias.
         prototypes = tf.where(norms > 0, sums / norms, zero)
         bias = tf.where(norms > 0, zero, minus_inf)  # [B, K, 1]
+        # Clusters-major layout [B, K, P]: the arg-max runs over a non-inner axis, which TF vectorises along the
+        # pixels (an arg-max over a short inner axis of 25 is several times slower).
         similarities = tf.matmul(prototypes, embedding, transpose_b=True) + bias  # [B, K, P]
-        labels = tf.argmax(similarities, axis=1)
-    if valid is not None:
-        labels = tf.where(valid, labels, initial)
+        return _first_arg_max_over_clusters(similarities, max_label) if compiled else tf.argmax(similarities, 1)
+
+    if compiled:
+        # One loop body for XLA: compiling 10 unrolled copies took seconds per crop size.
+        def body(i, labels):
+            return i + 1, tf.reshape(step(labels), tf.shape(labels))  # keeps the static shape for the loop
+
+        return tf.while_loop(lambda i, _: i < iterations, body, (tf.constant(0), labels))[1]
+    for _ in range(iterations):
+        labels = step(labels)
     return labels
+
+
+def _first_arg_max_over_clusters(similarities, num_clusters):
+    """tf.argmax(similarities, axis=1) (first maximum on ties) as a running maximum over the K rows [B, P]."""
+    best, best_index = similarities[:, 0], tf.zeros(tf.shape(similarities[:, 0]), tf.int64)
+    for k in range(1, num_clusters):
+        better = similarities[:, k] > best
+        best = tf.where(better, similarities[:, k], best)
+        best_index = tf.where(better, tf.constant(k, tf.int64), best_index)
+    return best_index
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _compiled_kmeans_steps(embedding, labels, valid, max_label, iterations):
+    return _kmeans_steps(embedding, labels, valid, max_label, iterations, compiled=True)
 
 
 def kmeans_with_initial_labels(embedding, initial_labels, max_label=None, iterations=10):

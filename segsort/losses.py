@@ -29,8 +29,11 @@ class MemoryBank(tf.Module):
       embedding_dim: D.
       fifo: False = the original's inert memory (never updated, Q-S1); True = after every loss evaluation the
         banks shift by one and the newest bank receives a random permutation of the batch's prototypes (the
-        remaining rows keep their previous content when the batch has fewer than `size` segments).
-      seed: initialiser seed (truncated normal, std 1, as `tf.truncated_normal_initializer()`).
+        remaining rows keep their previous content when the batch has fewer than `size` segments). The
+        permutation is stateless, drawn from (seed, number of updates so far; the count is the checkpointed
+        variable `memory_updates`), so every replica of a multi-device step, a single device given the same global
+        batch, and a resumed run draw the same one.
+      seed: initialiser and permutation seed (truncated normal, std 1, as `tf.truncated_normal_initializer()`).
     """
 
     def __init__(self, num_banks, size, embedding_dim, fifo=False, seed=None):
@@ -42,6 +45,8 @@ class MemoryBank(tf.Module):
                        for b in range(self.num_banks)]
         self.memory_labels = [tf.Variable(tf.zeros([self.size], tf.int32), name=f'memory_labels_{b}', **sync)
                               for b in range(self.num_banks)]
+        self.seed = 0 if seed is None else int(seed)
+        self.updates = tf.Variable(tf.constant(0, tf.int64), name='memory_updates', **sync) if fifo else None
         from common.models.naming import set_original_name
         for b in range(self.num_banks):
             set_original_name(self.memory[b], f'memory_{b}')
@@ -49,7 +54,7 @@ class MemoryBank(tf.Module):
 
     @property
     def all_variables(self):
-        return self.memory + self.memory_labels
+        return self.memory + self.memory_labels + ([self.updates] if self.updates is not None else [])
 
     def read(self):
         """(normalised prototypes [num_banks*size, D], labels [num_banks*size])."""
@@ -61,7 +66,8 @@ class MemoryBank(tf.Module):
         if not self.fifo or not self.num_banks:
             return
         prototypes = tf.stop_gradient(prototypes)
-        order = tf.random.shuffle(tf.range(tf.shape(prototype_labels)[0]))[:self.size]
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.updates.read_value()])
+        order = tf.argsort(tf.random.stateless_uniform(tf.shape(prototype_labels), seed))[:self.size]
         count = tf.shape(order)[0]
         newest = tf.concat([tf.gather(prototypes, order), self.memory[-1][count:]], 0)
         newest_labels = tf.concat([tf.gather(prototype_labels, order), self.memory_labels[-1][count:]], 0)
@@ -70,30 +76,40 @@ class MemoryBank(tf.Module):
             self.memory_labels[b].assign(self.memory_labels[b + 1])
         self.memory[-1].assign(tf.ensure_shape(newest, [self.size, self.embedding_dim]))
         self.memory_labels[-1].assign(tf.ensure_shape(newest_labels, [self.size]))
+        self.updates.assign_add(1)
 
 
-def _nca_terms(similarity_blocks, class_one_hot_blocks, segment_ids, pixel_class, num_classes):
-    """Numerator, denominator, which numerator form each pixel uses and S at the own segment, from
-    S = exp(kappa cos) in column blocks.
+class _PrototypeBlock:
+    """A column block of the similarity matrix: its prototypes and their classes, numbered locally.
+
+    `local_one_hot` [S_b, C_b] maps the block's prototypes to the C_b classes that occur in it, `to_global`
+    [C_b, C] those classes to the compact classes of the whole loss. Class sums are taken with the local one-hot
+    (C_b columns, not C: a memory bank that holds one label costs a matrix-vector product) and moved to the global
+    classes with the small exact 0/1 matrix `to_global`.
 
     Args:
-      similarity_blocks: list of [N, S_b]; the first block holds every pixel's own segment.
-      class_one_hot_blocks: list of [S_b, C] class one-hots of the blocks' prototypes.
+      prototypes: float [S_b, D].
+      labels: int [S_b] labels of the prototypes (any numbering; only equality matters).
+      global_class: callable (block's distinct labels [C_b]) -> their compact classes [C_b] (called lazily, so
+        that the local numbering does not wait for it).
+      num_classes: C.
     """
-    class_sums = tf.add_n([tf.matmul(sims, one_hot) for sims, one_hot in
-                           zip(similarity_blocks, class_one_hot_blocks)])  # [N, C]
-    own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
-    same = tf.reduce_sum(tf.where(own_class, class_sums, 0.0), axis=1)
-    different = tf.reduce_sum(tf.where(own_class, 0.0, class_sums), axis=1)
-    self_similarity = tf.gather(similarity_blocks[0], segment_ids, axis=1, batch_dims=1)
-    others = same - self_similarity
-    use_others = others > 0
-    numerator = tf.where(use_others, others, self_similarity)
-    return numerator, numerator + different, use_others, self_similarity
+
+    def __init__(self, prototypes, labels, global_class, num_classes, dtype):
+        self.prototypes = prototypes
+        self.classes, local_class = tf.unique(labels)
+        self.num_local_classes = tf.size(self.classes)
+        self.single_class = tf.equal(self.num_local_classes, 1)
+        self.local_one_hot = tf.one_hot(local_class, self.num_local_classes, dtype=dtype)  # [S_b, C_b]
+        self._global_class, self._num_classes, self._dtype = global_class, num_classes, dtype
+
+    @property
+    def to_global(self):
+        return tf.one_hot(self._global_class(self.classes), self._num_classes, dtype=self._dtype)  # [C_b, C]
 
 
 def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, num_classes, concentration,
-                 num_trainable_prototypes=None):
+                 memory=None):
     """Mean NCA negative log-likelihood of the vMF mixture, with a hand-written gradient.
 
     For pixel i with segment s_i and class c_i, S_ij = exp(kappa e_i . mu_j):
@@ -102,35 +118,45 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
 
     Args:
       embedding: float [N, D] unit rows.
-      prototypes: float [S, D] unit rows (the batch's segments, then any memory rows).
+      prototypes: float [S, D] unit rows of the batch's segments.
       segment_ids: int32 [N] row of each pixel's own segment in `prototypes`.
       prototype_class: int32 [S] compact class index (0..num_classes-1) of every prototype.
       pixel_class: int32 [N] compact class index of every pixel.
       num_classes: number of compact classes.
       concentration: kappa.
-      num_trainable_prototypes: optional T: only the first T prototypes (the batch's segments, which hold every
-        `segment_ids` row) get a gradient; the rest (a memory bank: variables outside the graph of the embedding)
-        get zeros and their [N, S-T] block skips the prototype-gradient matmul. Default: all.
+      memory: optional `_PrototypeBlock` of extra prototypes (a memory bank) in every sum; they get no gradient
+        (variables outside the embedding's graph). Their similarities depend only on the embedding, so the graph
+        computes them while the k-means of the batch's segments still runs.
     Returns:
       scalar float32; gradients flow to `embedding` and `prototypes`.
     """
     kappa = tf.cast(concentration, embedding.dtype)
-    class_one_hot = tf.one_hot(prototype_class, num_classes, dtype=embedding.dtype)  # [S, C]
-    if num_trainable_prototypes is None:
-        class_blocks = [class_one_hot]
-    else:
-        class_blocks = [class_one_hot[:num_trainable_prototypes], class_one_hot[num_trainable_prototypes:]]
+    dtype = embedding.dtype
 
     @tf.custom_gradient
     def loss_fn(emb, protos):
-        blocks = [protos] if num_trainable_prototypes is None else [protos[:num_trainable_prototypes],
-                                                                    protos[num_trainable_prototypes:]]
+        batch_block = _PrototypeBlock(protos, prototype_class, lambda classes: classes, num_classes, dtype)
         # kappa goes onto the [N, D] side of the matmul, not onto the [N, S] logits.
         scaled = emb * kappa
-        similarities = [tf.exp(tf.matmul(scaled, block, transpose_b=True)) for block in blocks]
-        numerator, denominator, use_others, self_sims = _nca_terms(similarities, class_blocks, segment_ids,
-                                                                   pixel_class, num_classes)
-        count = tf.cast(tf.shape(emb)[0], emb.dtype)
+        sims = tf.exp(tf.matmul(scaled, protos, transpose_b=True))  # [N, S]
+        # [N, C] class sums: per block over its own classes (exact 0/1 products and sums of zeros to go global).
+        class_sums = tf.matmul(tf.matmul(sims, batch_block.local_one_hot), batch_block.to_global)
+        if memory is not None:
+            memory_sims = tf.exp(tf.matmul(scaled, memory.prototypes, transpose_b=True))  # [N, M]
+            class_sums += tf.matmul(tf.matmul(memory_sims, memory.local_one_hot), memory.to_global)
+            # One label in the whole bank (the inert memory): its gradient term is a row scaling of S_M M.
+            memory_product = tf.cond(memory.single_class, lambda: tf.matmul(memory_sims, memory.prototypes),
+                                     lambda: tf.zeros_like(emb))
+        own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
+        zero = tf.zeros([], dtype)
+        same = tf.reduce_sum(tf.where(own_class, class_sums, zero), axis=1)
+        different = tf.reduce_sum(tf.where(own_class, zero, class_sums), axis=1)
+        self_sims = tf.gather(sims, segment_ids, axis=1, batch_dims=1)
+        others = same - self_sims
+        use_others = others > 0
+        numerator = tf.where(use_others, others, self_sims)
+        denominator = numerator + different
+        count = tf.cast(tf.shape(emb)[0], dtype)
         loss = tf.reduce_mean(tf.math.log(denominator) - tf.math.log(numerator))
 
         def grad(upstream):
@@ -141,21 +167,24 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
             # correction at the own segment.
             scale = upstream * kappa / count
             inv_den, inv_num = 1.0 / denominator, 1.0 / numerator
-            own_class = tf.one_hot(pixel_class, num_classes, on_value=True, off_value=False)
             table = tf.where(own_class, (inv_den - inv_num)[:, tf.newaxis], inv_den[:, tf.newaxis]) * scale
             # S is kept from the forward pass: at the backward peak it lives next to its gradient whether kept or
             # recomputed, so keeping it costs no peak memory and saves a matmul and an exp over [N, S].
-            # table[:, class_j] for every prototype j as one small matmul (faster than a gather along axis 1).
-            logits_grads = [sims * tf.matmul(table, one_hot, transpose_b=True)
-                            for sims, one_hot in zip(similarities, class_blocks)]
-            correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, 0.0)
+            # table[:, class_j] for every prototype j as small exact matmuls (faster than a gather along axis 1).
+            local_table = tf.matmul(table, batch_block.to_global, transpose_b=True)  # [N, C_b]
+            logits_grad = sims * tf.matmul(local_table, batch_block.local_one_hot, transpose_b=True)
+            correction = tf.where(use_others, (inv_num - inv_den) * self_sims * scale, zero)
             # The correction touches one entry per row: apply it to the products, not to the [N, S] matrix.
-            grad_emb = tf.add_n([tf.matmul(g, block) for g, block in zip(logits_grads, blocks)]
-                                + [correction[:, tf.newaxis] * tf.gather(protos, segment_ids)])
-            grad_protos = tf.matmul(logits_grads[0], emb, transpose_a=True) + tf.math.unsorted_segment_sum(
-                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(blocks[0])[0])
-            if len(blocks) > 1:
-                grad_protos = tf.concat([grad_protos, tf.zeros_like(blocks[1])], 0)
+            grad_emb = tf.matmul(logits_grad, protos) + correction[:, tf.newaxis] * tf.gather(protos, segment_ids)
+            if memory is not None:
+                memory_table = tf.matmul(table, memory.to_global, transpose_b=True)  # [N, C_M]
+                grad_emb += tf.cond(
+                    memory.single_class, lambda: memory_table[:, :1] * memory_product,
+                    lambda: tf.matmul(memory_sims * tf.matmul(memory_table, memory.local_one_hot, transpose_b=True),
+                                      memory.prototypes))
+            # (E^T G)^T: a plain [D, N] x [N, S] product; oneDNN is much slower with G transposed.
+            grad_protos = tf.transpose(tf.matmul(tf.transpose(emb), logits_grad)) + tf.math.unsorted_segment_sum(
+                correction[:, tf.newaxis] * emb, segment_ids, tf.shape(protos)[0])
             return grad_emb, grad_protos
 
         return loss, grad
@@ -179,15 +208,23 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
     """
     num_segments = tf.shape(prototype_labels)[0]
     prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
-    all_prototypes, all_labels = prototypes, prototype_labels
+    all_labels = prototype_labels
     if memory is not None:
-        all_prototypes = tf.concat([prototypes, tf.cast(memory, prototypes.dtype)], 0)
-        all_labels = tf.concat([prototype_labels, tf.cast(memory_labels, prototype_labels.dtype)], 0)
-    classes, prototype_class = tf.unique(all_labels)
+        memory_labels = tf.cast(memory_labels, prototype_labels.dtype)
+        all_labels = tf.concat([prototype_labels, memory_labels], 0)
+    classes, all_class = tf.unique(all_labels)
+    prototype_class = all_class[:num_segments]
     pixel_class = tf.gather(prototype_class, segment_ids)
-    # Memory rows are variables outside the embedding's graph: no gradient, no prototype-gradient matmul for them.
-    loss = vmf_nca_loss(embedding, all_prototypes, segment_ids, prototype_class, pixel_class, tf.size(classes),
-                        concentration, None if memory is None else num_segments)
+    memory_block = None
+    if memory is not None:
+        # Compact class of each distinct memory label: its position in `classes`.
+        def global_class(labels):
+            return tf.argmax(tf.cast(tf.equal(labels[:, tf.newaxis], classes[tf.newaxis, :]), tf.int32), axis=1,
+                             output_type=tf.int32)
+        memory_block = _PrototypeBlock(tf.cast(memory, prototypes.dtype), memory_labels, global_class,
+                                       tf.size(classes), prototypes.dtype)
+    loss = vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_class, tf.size(classes),
+                        concentration, memory_block)
     return loss, prototypes
 
 
@@ -225,7 +262,8 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
 
     with_location = clustering.normalize_embedding(tf.concat([flat_embedding, locations], 2))
     clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
-                                                           num_clusters * num_clusters, kmeans_iterations, valid)
+                                                           num_clusters * num_clusters, kmeans_iterations, valid,
+                                                           jit_compile=True)
     clusters = clusters + tf.range(tf.cast(batch_size, tf.int64), dtype=tf.int64)[:, tf.newaxis] * LABEL_DIVISOR
 
     # Valid pixels of all images in row-major order, as the original's per-image gathers concatenated.

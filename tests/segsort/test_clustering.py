@@ -1,5 +1,6 @@
 """Golden parity of the SegSort grid initialisation and location features."""
 import numpy as np
+import pytest
 
 from segsort.clustering import generate_location_features, generate_location_features_np, initialize_cluster_labels
 
@@ -84,13 +85,15 @@ def test_kmeans_golden(golden, assert_golden):
     assert_golden(labels.numpy(), outs['labels'], case['tolerance']['out_labels'])
 
 
-def test_batched_kmeans_equals_per_image_runs_with_empty_clusters():
+@pytest.mark.parametrize('jit_compile', [False, True])
+def test_batched_kmeans_equals_per_image_runs_with_empty_clusters(jit_compile):
     rng = np.random.default_rng(3)
     emb = rng.normal(size=[3, 40, 6]).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
     init = rng.integers(0, 4, size=[3, 40]).astype(np.int32)  # max_label 7: ids 4..6 always empty
     valid = rng.random([3, 40]) > 0.3
-    batched = clustering.batch_kmeans_with_initial_labels(emb, init, 7, 5, valid).numpy()
+    batched = clustering.batch_kmeans_with_initial_labels(emb, init, 7, 5, valid, jit_compile=jit_compile).numpy()
+    np.testing.assert_array_equal(batched[~valid], init[~valid])
     for b in range(3):
         single = clustering.kmeans_with_initial_labels(emb[b][valid[b]], init[b][valid[b]], 7, 5).numpy()
         np.testing.assert_array_equal(batched[b][valid[b]], single)
@@ -107,3 +110,13 @@ def test_prepare_prototype_labels_golden(golden, assert_golden):
                                                      case['scalars']['offset'])
     assert_golden(idx.numpy(), outs['unique_instance_labels'], case['tolerance']['out_unique_instance_labels'])
     assert_golden(proto.numpy(), outs['prototype_labels'], case['tolerance']['out_prototype_labels'])
+
+
+def test_compiled_kmeans_breaks_ties_like_argmax():
+    # Duplicate prototypes tie exactly: the unrolled arg-max of the XLA path must keep the first, as tf.argmax.
+    emb = np.tile(np.eye(3, dtype=np.float32)[None], [2, 4, 1])  # [2, 12, 3], four copies of each axis
+    init = np.tile(np.array([0, 1, 2, 3, 4, 5] * 2, np.int32)[None], [2, 1])  # clusters 0/3, 1/4, 2/5 coincide
+    eager = clustering.batch_kmeans_with_initial_labels(emb, init, 6, 3).numpy()
+    compiled = clustering.batch_kmeans_with_initial_labels(emb, init, 6, 3, jit_compile=True).numpy()
+    np.testing.assert_array_equal(compiled, eager)
+    assert set(eager.ravel()) == {0, 1, 2}

@@ -54,7 +54,10 @@ def _literal_nca(embedding, semantic, segment_ids, prototype_labels, kappa, memo
     return np.mean(-np.log(numerator / denominator))
 
 
-def test_segment_loss_with_memory_matches_numpy_and_gradient_matches_autodiff():
+@pytest.mark.parametrize('memory_kind', ['inert', 'mixed'])
+@pytest.mark.parametrize('graph', [False, True], ids=['eager', 'tf.function'])
+def test_segment_loss_with_memory_matches_numpy_and_gradient_matches_autodiff(memory_kind, graph):
+    # inert: every memory label 0 (the one-class shortcut); mixed: FIFO-like labels, one (5) that no pixel has.
     # float64: in float32 the two orders of summation differ by ~1e-3 relative in a few gradient entries.
     rng = np.random.default_rng(0)
     n, d = 60, 6
@@ -67,12 +70,20 @@ def test_segment_loss_with_memory_matches_numpy_and_gradient_matches_autodiff():
     from segsort.clustering import prepare_prototype_labels
     ids, proto_labels = (t.numpy() for t in prepare_prototype_labels(semantic, clusters))
     memory = rng.normal(size=[10, d])
-    memory_labels = np.zeros(10, np.int32)
+    memory_labels = (np.zeros(10, np.int32) if memory_kind == 'inert'
+                     else np.array([0, 1, 2, 7, 5, 5, 1, 0, 2, 1], np.int32))
     memory_unit = memory / np.linalg.norm(memory, axis=1, keepdims=True)
     e = tf.constant(emb)
-    with tf.GradientTape(persistent=True) as tape:
+
+    def fused_loss_and_grad(e):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            loss, _ = losses.segment_loss(e, semantic, ids, proto_labels, 10.0, memory_unit, memory_labels)
+        return loss, tape.gradient(loss, e)
+
+    fused, fused_grad = (tf.function(fused_loss_and_grad) if graph else fused_loss_and_grad)(e)
+    with tf.GradientTape() as tape:
         tape.watch(e)
-        fused, _ = losses.segment_loss(e, semantic, ids, proto_labels, 10.0, memory_unit, memory_labels)
         # Autodiff reference of the same maths with dense masks.
         protos = tf.math.l2_normalize(tf.math.unsorted_segment_sum(e, ids, len(proto_labels)), axis=1)
         protos = tf.concat([protos, memory_unit], 0)
@@ -85,7 +96,7 @@ def test_segment_loss_with_memory_matches_numpy_and_gradient_matches_autodiff():
         reference = tf.reduce_mean(-tf.math.log(numerator / (tf.reduce_sum(sims * (1 - same), 1) + numerator)))
     np.testing.assert_allclose(fused.numpy(), _literal_nca(emb, semantic, ids, proto_labels, 10.0, memory,
                                                            memory_labels), rtol=1e-5)
-    np.testing.assert_allclose(tape.gradient(fused, e).numpy(), tape.gradient(reference, e).numpy(),
+    np.testing.assert_allclose(fused_grad.numpy(), tape.gradient(reference, e).numpy(),
                                rtol=1e-9, atol=1e-12)
 
 

@@ -74,28 +74,43 @@ def test_supervised_training_learns_prototypes_that_classify_held_out_pixels(syn
     assert balanced_accuracy > 2 * chance, (balanced_accuracy, chance)  # measured: 0.28 vs chance 0.10
 
 
-def _replica_step(devices, batch, cfg):
-    """One engine step of a 1-conv 'network' under a strategy over `devices`; returns (kernel after, loss)."""
+def _replica_step(devices, batch, cfg, num_steps=1):
+    """`num_steps` engine steps of a 1-conv 'network' under a strategy over `devices`.
+
+    Returns (kernel after, last loss, memory bank variables after as NumPy arrays; [] without banks).
+    """
     import keras
 
     from common.train.engine import TrainConfig, Trainer
     from common.train.strategy import make_strategy
+    from segsort.losses import MemoryBank
     strategy = make_strategy(devices=devices)
+    memory_bank = None
     with strategy.scope():
         keras.utils.set_random_seed(0)
         inputs = keras.Input([8, 8, 3])
         model = keras.Model(inputs, keras.layers.Conv2D(6, 3, padding='same', name='embedding')(inputs))
+        if cfg.num_banks:
+            memory_bank = MemoryBank(cfg.num_banks, cfg.num_clusters ** 2 * 4, cfg.embedding_dim,
+                                     fifo=cfg.fifo_memory, seed=0)
 
     def dataset_fn(ctx):
         return tf.data.Dataset.from_tensor_slices(batch).batch(ctx.get_per_replica_batch_size(4)).repeat()
 
-    config = TrainConfig(num_steps=1, iter_size=1, learning_rate=0.1, l2_loss=False, progress=False)
-    trainer = Trainer(model, segsort_train.make_loss_fn(cfg), dataset_fn, config, strategy=strategy)
+    config = TrainConfig(num_steps=num_steps, iter_size=1, learning_rate=0.1, l2_loss=False, progress=False)
+    extra = memory_bank.all_variables if memory_bank is not None else []
+    trainer = Trainer(model, segsort_train.make_loss_fn(cfg, memory_bank=memory_bank), dataset_fn, config,
+                      strategy=strategy, extra_variables=extra)
     metrics = trainer.train()
-    return model.get_weights()[0], metrics['seg_loss']
+    return model.get_weights()[0], metrics['seg_loss'], [np.asarray(v.numpy()) for v in extra]
 
 
-def test_multi_replica_loss_is_the_global_batch_loss():
+@pytest.mark.parametrize('num_banks, fifo_memory', [(0, False), (2, False), (2, True)],
+                         ids=['no-memory', 'inert-memory', 'fifo-memory'])
+def test_multi_replica_loss_is_the_global_batch_loss(num_banks, fifo_memory):
+    # Every loss term on 2 replicas equals 1 device on the global batch: k-means segments and the NCA likelihood,
+    # the inert memory bank in the denominator, and the FIFO bank, whose update after step 1 (the batch's
+    # prototypes) enters the step-2 loss and must leave the same banks on both set-ups.
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=[4, 8, 8, 1]).astype(np.int32)
     labels[1, :2] = 255
@@ -105,11 +120,23 @@ def test_multi_replica_loss_is_the_global_batch_loss():
              np.broadcast_to(grid, labels.shape).astype(np.int32),
              np.broadcast_to(generate_location_features([8, 8], 'float').numpy()[None], [4, 8, 8, 2]).copy())
     cfg = SimpleNamespace(embedding_dim=6, ignore_label=255, concentration=10.0, num_clusters=2, kmeans_iterations=3,
-                          num_banks=0)
-    one_kernel, one_loss = _replica_step(['/cpu:0'], batch, cfg)
-    two_kernel, two_loss = _replica_step(['/cpu:0', '/cpu:1'], batch, cfg)
+                          num_banks=num_banks, fifo_memory=fifo_memory)
+    num_steps = 2 if num_banks else 1
+    one_kernel, one_loss, one_memory = _replica_step(['/cpu:0'], batch, cfg, num_steps)
+    two_kernel, two_loss, two_memory = _replica_step(['/cpu:0', '/cpu:1'], batch, cfg, num_steps)
     np.testing.assert_allclose(two_loss, one_loss, rtol=1e-5)
     np.testing.assert_allclose(two_kernel, one_kernel, rtol=1e-4, atol=1e-6)
+    assert len(one_memory) == len(two_memory) == (0 if not num_banks else 2 * num_banks + fifo_memory)
+    for one, two in zip(one_memory, two_memory):
+        np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-6)
+    if fifo_memory:
+        newest_labels = one_memory[2 * num_banks - 1]
+        assert set(newest_labels) <= {0, 1, 2} and (newest_labels > 0).any()  # this batch's segments arrived
+        assert one_memory[-1] == num_steps  # one update per step
+        # the oldest bank holds step 1's prototypes (unit rows), not its random initial rows any more
+        np.testing.assert_allclose(np.linalg.norm(one_memory[0][:16], axis=1), 1.0, rtol=1e-5)
+    elif num_banks:
+        assert not np.any(one_memory[num_banks:2 * num_banks])  # inert: labels stay 0
 
 
 @pytest.mark.parametrize('extra, message', [
