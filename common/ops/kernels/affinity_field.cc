@@ -130,24 +130,35 @@ absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geomet
   return absl::OkStatus();
 }
 
-// Fills rows [y_begin, y_end) of image img into a local table [(y - y_begin) * W + x][4][Cp].
-void FillRows(const Geometry& g, const float* probs, int64_t img, int64_t y_begin, int64_t y_end, float* table) {
-  const int64_t c = g.c, cp = g.cp;
+// Fills rows [y_begin, y_end) of image img into a local table [(y - y_begin) * W + x][4][Cp] and, when
+// `entropy` is given, the per-pixel sum over channels of P~ log P~ + (1-P)~ log (1-P)~ (the forward's H(q)).
+// The C channels are staged into Cp floats (padding 0.5, finite logs) so that the clip / log loop is whole
+// vectors without a scalar tail; the padded channels are then zeroed (they contribute nothing).
+template <int kCp>
+void FillRows(const Geometry& g, const float* probs, int64_t img, int64_t y_begin, int64_t y_end, float* table,
+              float* entropy) {
+  const int64_t c = g.c, cp = kCp > 0 ? kCp : g.cp;
+  std::vector<float> staged_heap(kCp > 0 ? 0 : cp);
+  alignas(32) float staged_stack[kCp > 0 ? kCp : 1];
+  float* staged = kCp > 0 ? staged_stack : staged_heap.data();
+  std::fill(staged, staged + cp, 0.5f);
   for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
-    const float* p = probs + (g.Pixel(img, y_begin, 0) + i) * c;
+    std::memcpy(staged, probs + (g.Pixel(img, y_begin, 0) + i) * c, c * sizeof(float));
     float* t = table + i * kSlots * cp;
-#pragma omp simd
-    for (int64_t k = 0; k < c; ++k) {
-      const float pos = Clip(p[k]);
-      const float neg = Clip(1.0f - p[k]);
-      t[kPos * cp + k] = pos;
-      t[kNeg * cp + k] = neg;
-      t[kLogPos * cp + k] = FastLog(pos);
-      t[kLogNeg * cp + k] = FastLog(neg);
+    float h = 0.0f;
+#pragma omp simd reduction(+ : h)
+    for (int64_t k = 0; k < cp; ++k) {
+      const float keep = k < c ? 1.0f : 0.0f;
+      const float pos = Clip(staged[k]);
+      const float neg = Clip(1.0f - staged[k]);
+      const float log_pos = keep * FastLog(pos), log_neg = keep * FastLog(neg);
+      t[kPos * cp + k] = keep * pos;
+      t[kNeg * cp + k] = keep * neg;
+      t[kLogPos * cp + k] = log_pos;
+      t[kLogNeg * cp + k] = log_neg;
+      h += pos * log_pos + neg * log_neg;
     }
-    for (int64_t k = c; k < cp; ++k) {
-      t[kPos * cp + k] = t[kNeg * cp + k] = t[kLogPos * cp + k] = t[kLogNeg * cp + k] = 0.0f;
-    }
+    if (entropy != nullptr) entropy[i] = h;
   }
 }
 
@@ -195,42 +206,48 @@ inline float ChannelKl(const float* tp, const float* tq, int64_t cp, int64_t k) 
          tq[kNeg * cp + k] * (tq[kLogNeg * cp + k] - tp[kLogNeg * cp + k]);
 }
 
-// Forward over rows [y_begin, y_end) of image img (table: rows from table_begin): per-class edge / non-edge
-// sums [C * S] each and counts [S] each.
-// kCp > 0 fixes the padded channel count at compile time (whole unrolled vectors, centre values in
-// registers); kCp == 0 reads it from the geometry.
+// Forward over rows [y_begin, y_end) of image img (table and entropy: rows from table_begin): per-class edge /
+// non-edge sums [C * S] each and counts [S] each.
+//
+// The KL of a pair summed over channels splits into a neighbour-only and a mixed part,
+//   sum_c KL(p, q, c) = H(q) - <V(q), L(p)>,  V = [P~, (1-P)~], L = [log P~, log (1-P)~] (2 Cp floats each),
+// H(q) = <V(q), L(q)> precomputed per pixel, so for a centre and size the pairs only add their V(q) (one vector
+// add per 8 floats) and H(q), and the centre takes ONE dot product with its L(p). The edge channels' KL is
+// computed per edge pair and taken out of the total again.
+// kCp > 0 fixes the padded channel count at compile time (whole unrolled vectors, accumulators in registers);
+// kCp == 0 reads it from the geometry.
 template <int kCp>
-void ForwardRows(const Geometry& g, const float* table, int64_t table_begin, const int* offsets, float margin,
-                 int64_t img, int64_t y_begin, int64_t y_end, double* edge_sum, double* not_edge_sum,
-                 int64_t* edge_count, int64_t* not_edge_count) {
+void ForwardRows(const Geometry& g, const float* table, const float* entropy, int64_t table_begin,
+                 const int* offsets, float margin, int64_t img, int64_t y_begin, int64_t y_end, double* edge_sum,
+                 double* not_edge_sum, int64_t* edge_count, int64_t* not_edge_count) {
   const int64_t cp = kCp > 0 ? kCp : g.cp;
+  const int64_t cp2 = 2 * cp;
   const int64_t num_sizes = g.sizes.size();
-  std::vector<float> kl_heap(kCp > 0 ? 0 : cp);
-  alignas(32) float kl_stack[kCp > 0 ? kCp : 1];
-  float* kl_sum = kCp > 0 ? kl_stack : kl_heap.data();
+  std::vector<float> v_heap(kCp > 0 ? 0 : cp2);
+  alignas(32) float v_stack[kCp > 0 ? 2 * kCp : 1];
+  float* v_sum = kCp > 0 ? v_stack : v_heap.data();
   for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       const int64_t centre_label = g.LabelIndex(img, y, x);
       const int a = g.label_map[centre_label];
       if (a < 0) continue;
-      const float* tp = table + ((y - table_begin) * g.w + x) * kSlots * cp;
+      const int64_t centre_cell = (y - table_begin) * g.w + x;
+      const float* tp = table + centre_cell * kSlots * cp;
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
-        // KL of every channel summed over the pairs of this centre and size (one horizontal sum per centre
-        // and size, not per pair); the edge channels' KL is taken out again below.
-        std::fill(kl_sum, kl_sum + cp, 0.0f);
+        std::fill(v_sum, v_sum + cp2, 0.0f);
+        float h_sum = 0.0f;
         double edge_acc = 0.0, edge_channels_kl = 0.0;
         int64_t n_edge = 0, n_pairs = 0;
         for (int k = 0; k < 8; ++k) {
           const int dy = off[2 * k], dx = off[2 * k + 1];
           const int b = g.label_map[centre_label + dy * g.pw + dx];
           if (b < 0 || g.label_map[centre_label - dy * g.pw - dx] < 0) continue;
-          const float* tq = table + ((y + dy - table_begin) * g.w + x + dx) * kSlots * cp;
+          const int64_t cell = centre_cell + dy * g.w + dx;
+          const float* tq = table + cell * kSlots * cp;
 #pragma omp simd
-          for (int64_t ch = 0; ch < cp; ++ch) {
-            kl_sum[ch] += tq[kPos * cp + ch] * (tq[kLogPos * cp + ch] - tp[kLogPos * cp + ch]) +
-                          tq[kNeg * cp + ch] * (tq[kLogNeg * cp + ch] - tp[kLogNeg * cp + ch]);
-          }
+          for (int64_t ch = 0; ch < cp2; ++ch) v_sum[ch] += tq[ch];
+          h_sum += entropy[cell];
           ++n_pairs;
           if (a != b) {
             const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, b);
@@ -239,10 +256,12 @@ void ForwardRows(const Geometry& g, const float* table, int64_t table_begin, con
             ++n_edge;
           }
         }
-        float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-        for (int64_t ch = 0; ch < cp; ++ch) total += kl_sum[ch];
-        const double not_edge_acc = static_cast<double>(total) - edge_channels_kl;
+        if (n_pairs == 0) continue;
+        const float* log_p = tp + kLogPos * cp;  // [log P~, log (1-P)~] of the centre, 2 Cp floats
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t ch = 0; ch < cp2; ++ch) dot += v_sum[ch] * log_p[ch];
+        const double not_edge_acc = static_cast<double>(h_sum) - dot - edge_channels_kl;
         edge_sum[a * num_sizes + s] += edge_acc;
         not_edge_sum[a * num_sizes + s] += not_edge_acc;
         edge_count[s] += 2 * n_edge;
@@ -253,23 +272,29 @@ void ForwardRows(const Geometry& g, const float* table, int64_t table_begin, con
 }
 
 // Backward over rows [y_begin, y_end) of image img: writes d loss / d probs of every pixel of those rows.
+//
+// Pixel z as the centre of pair (z, q = z+d) (non-edge weight g_c = grad of its class's non-edge sum):
+// d KL / d P~(z) = -P~(q) / P~(z), so the pairs add g_c V(q) and z divides once at the end. As the neighbour of
+// centre q (offset -d, weight g_n of q's class): d KL / d P~(z) = 1 + log P~(z) - log P~(q), so the pairs add
+// g_n and g_n L(q), and z multiplies sum g_n by 1 + L(z) once at the end. Per pair that is two vector FMAs per
+// 8 floats. Edge channels a, b of a pair with a != b: the hinge replaces the non-edge weight, added as scalar
+// corrections of those two channels.
 template <int kCp>
 void BackwardRows(const Geometry& g, const float* probs, const float* table, int64_t table_begin,
                   const float* grad_sums, const int* offsets, float margin, int64_t img, int64_t y_begin,
                   int64_t y_end, float* grad) {
   const int64_t cp = kCp > 0 ? kCp : g.cp;
+  const int64_t cp2 = 2 * cp;
   const int64_t c = g.c, num_sizes = g.sizes.size();
-  // d loss / d P~(z) and d loss / d (1-P)~(z), split into the centre part (divided by P~(z) once at the end)
-  // and the neighbour part.
-  // A local array when the channel count is static: the compiler then knows the table does not alias it
-  // and keeps the accumulators in registers.
-  std::vector<float> acc_heap(kCp > 0 ? 0 : 4 * cp);
-  alignas(32) float acc_stack[kCp > 0 ? 4 * kCp : 1];
+  // Local arrays when the channel count is static: the compiler then knows the table does not alias them and
+  // keeps the vector accumulators in registers.
+  std::vector<float> acc_heap(kCp > 0 ? 0 : 4 * cp2);
+  alignas(32) float acc_stack[kCp > 0 ? 8 * kCp : 1];
   float* acc = kCp > 0 ? acc_stack : acc_heap.data();
-  float* centre_pos = acc;
-  float* centre_neg = centre_pos + cp;
-  float* neighbour_pos = centre_neg + cp;
-  float* neighbour_neg = neighbour_pos + cp;
+  float* centre_v = acc;               // sum g_c V(q)              [P~ part, (1-P)~ part]
+  float* neighbour_log = acc + cp2;    // sum g_n L(q)
+  float* centre_fix = acc + 2 * cp2;   // edge-channel corrections of centre_v
+  float* neighbour_fix = acc + 3 * cp2;  // edge-channel corrections of the neighbour part (final values)
   for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       float* out = grad + g.Pixel(img, y, x) * c;
@@ -279,10 +304,13 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
         std::fill(out, out + c, 0.0f);
         continue;
       }
-      std::fill(acc, acc + 4 * cp, 0.0f);
-      const float* tz = table + ((y - table_begin) * g.w + x) * kSlots * cp;
+      std::fill(acc, acc + 4 * cp2, 0.0f);
+      float neighbour_weight = 0.0f;  // sum g_n
+      const int64_t z_cell = (y - table_begin) * g.w + x;
+      const float* tz = table + z_cell * kSlots * cp;
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
+        const float g_centre_s = grad_sums[a * 2 * num_sizes + num_sizes + s];
         for (int k = 0; k < 8; ++k) {
           const int dy = off[2 * k], dx = off[2 * k + 1];
           const int64_t q_label = z_label + dy * g.pw + dx;
@@ -293,34 +321,31 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
           const bool as_centre = g.label_map[z_label - dy * g.pw - dx] >= 0;
           const bool as_neighbour = g.label_map[q_label + dy * g.pw + dx] >= 0;
           if (!as_centre && !as_neighbour) continue;
-          const float* tq = table + ((y + dy - table_begin) * g.w + x + dx) * kSlots * cp;
-          const float g_centre = as_centre ? grad_sums[a * 2 * num_sizes + num_sizes + s] : 0.0f;
+          const float* tq = table + (z_cell + dy * g.w + dx) * kSlots * cp;
+          const float g_centre = as_centre ? g_centre_s : 0.0f;
           const float g_neighbour = as_neighbour ? grad_sums[b * 2 * num_sizes + num_sizes + s] : 0.0f;
+          const float* log_q = tq + kLogPos * cp;
 #pragma omp simd
-          for (int64_t ch = 0; ch < cp; ++ch) {
-            const float diff_pos = tq[kLogPos * cp + ch] - tz[kLogPos * cp + ch];
-            const float diff_neg = tq[kLogNeg * cp + ch] - tz[kLogNeg * cp + ch];
-            centre_pos[ch] += g_centre * tq[kPos * cp + ch];
-            centre_neg[ch] += g_centre * tq[kNeg * cp + ch];
-            neighbour_pos[ch] += g_neighbour * (1.0f - diff_pos);
-            neighbour_neg[ch] += g_neighbour * (1.0f - diff_neg);
+          for (int64_t ch = 0; ch < cp2; ++ch) {
+            centre_v[ch] += g_centre * tq[ch];
+            neighbour_log[ch] += g_neighbour * log_q[ch];
           }
+          neighbour_weight += g_neighbour;
           if (a == b) continue;
-          // Edge channels a and b: the hinge replaces the non-edge weight.
           for (const int ch : {a, b}) {
             const float diff_pos = tq[kLogPos * cp + ch] - tz[kLogPos * cp + ch];
             const float diff_neg = tq[kLogNeg * cp + ch] - tz[kLogNeg * cp + ch];
             if (as_centre) {
               const float kl = tq[kPos * cp + ch] * diff_pos + tq[kNeg * cp + ch] * diff_neg;
               const float fix = (kl < margin ? -grad_sums[a * 2 * num_sizes + s] : 0.0f) - g_centre;
-              centre_pos[ch] += fix * tq[kPos * cp + ch];
-              centre_neg[ch] += fix * tq[kNeg * cp + ch];
+              centre_fix[ch] += fix * tq[kPos * cp + ch];
+              centre_fix[cp + ch] += fix * tq[kNeg * cp + ch];
             }
             if (as_neighbour) {
               const float kl = -(tz[kPos * cp + ch] * diff_pos + tz[kNeg * cp + ch] * diff_neg);
               const float fix = (kl < margin ? -grad_sums[b * 2 * num_sizes + s] : 0.0f) - g_neighbour;
-              neighbour_pos[ch] += fix * (1.0f - diff_pos);
-              neighbour_neg[ch] += fix * (1.0f - diff_neg);
+              neighbour_fix[ch] += fix * (1.0f - diff_pos);
+              neighbour_fix[cp + ch] += fix * (1.0f - diff_neg);
             }
           }
         }
@@ -330,8 +355,14 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
         const float v = p[ch], nv = 1.0f - v;
         const float pos_pass = (v >= kClipLow && v <= kClipHigh) ? 1.0f : 0.0f;
         const float neg_pass = (nv >= kClipLow && nv <= kClipHigh) ? 1.0f : 0.0f;
-        out[ch] = pos_pass * (neighbour_pos[ch] - centre_pos[ch] / tz[kPos * cp + ch]) -
-                  neg_pass * (neighbour_neg[ch] - centre_neg[ch] / tz[kNeg * cp + ch]);
+        const float neighbour_pos = neighbour_weight * (1.0f + tz[kLogPos * cp + ch]) - neighbour_log[ch] +
+                                    neighbour_fix[ch];
+        const float neighbour_neg = neighbour_weight * (1.0f + tz[kLogNeg * cp + ch]) -
+                                    neighbour_log[cp + ch] + neighbour_fix[cp + ch];
+        const float centre_pos = centre_v[ch] + centre_fix[ch];
+        const float centre_neg = centre_v[cp + ch] + centre_fix[cp + ch];
+        out[ch] = pos_pass * (neighbour_pos - centre_pos / tz[kPos * cp + ch]) -
+                  neg_pass * (neighbour_neg - centre_neg / tz[kNeg * cp + ch]);
       }
     }
   }
@@ -393,14 +424,16 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
     const std::vector<int> offsets = AllOffsets(g.sizes);
     auto work = [&](int64_t block_begin, int64_t block_end) {
       std::vector<float> table(tiling.TableFloats(g));
+      std::vector<float> entropy(tiling.TableFloats(g) / (kSlots * g.cp));
       for (int64_t block = block_begin; block < block_end; ++block) {
         double* edge_sum = &sums[block * 2 * g.c * num_sizes];
         int64_t* edge_count = &counts[block * 2 * num_sizes];
         int64_t img, y_begin, y_end, table_begin, table_end;
         tiling.Band(g, block, &img, &y_begin, &y_end, &table_begin, &table_end);
-        FillRows(g, probs, img, table_begin, table_end, table.data());
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          ForwardRows<decltype(cp_constant)::value>(g, table.data(), table_begin, offsets.data(), margin_, img,
+          FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(),
+                                                 entropy.data());
+          ForwardRows<decltype(cp_constant)::value>(g, table.data(), entropy.data(), table_begin, offsets.data(), margin_, img,
                                                     y_begin, y_end, edge_sum, edge_sum + g.c * num_sizes,
                                                     edge_count, edge_count + num_sizes);
         });
@@ -463,8 +496,8 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
       for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
         int64_t img, y_begin, y_end, table_begin, table_end;
         tiling.Band(g, unit, &img, &y_begin, &y_end, &table_begin, &table_end);
-        FillRows(g, probs, img, table_begin, table_end, table.data());
         DispatchChannels(g.cp, [&](auto cp_constant) {
+          FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(), nullptr);
           BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), table_begin, grad_sums,
                                                      offsets.data(), margin_, img, y_begin, y_end, grad);
         });
