@@ -162,6 +162,45 @@ void FillRows(const Geometry& g, const float* probs, int64_t img, int64_t y_begi
   }
 }
 
+// Like FillRows, with the logs read from the forward's stash [N, H, W, 2, C] (log P~ then log (1-P)~ of each
+// pixel) instead of computed: the backward then only clips.
+template <int kCp>
+void FillRowsFromLogs(const Geometry& g, const float* probs, const float* logs, int64_t img, int64_t y_begin,
+                      int64_t y_end, float* table) {
+  const int64_t c = g.c, cp = kCp > 0 ? kCp : g.cp;
+  std::vector<float> staged_heap(kCp > 0 ? 0 : 3 * cp);
+  alignas(32) float staged_stack[kCp > 0 ? 3 * kCp : 1];
+  float* staged = kCp > 0 ? staged_stack : staged_heap.data();
+  std::fill(staged, staged + 3 * cp, 0.0f);  // padded channels: P 0, logs 0
+  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
+    const int64_t pixel = g.Pixel(img, y_begin, 0) + i;
+    std::memcpy(staged, probs + pixel * c, c * sizeof(float));
+    std::memcpy(staged + cp, logs + pixel * 2 * c, c * sizeof(float));
+    std::memcpy(staged + 2 * cp, logs + pixel * 2 * c + c, c * sizeof(float));
+    float* t = table + i * kSlots * cp;
+#pragma omp simd
+    for (int64_t k = 0; k < cp; ++k) {
+      const float keep = k < c ? 1.0f : 0.0f;
+      t[kPos * cp + k] = keep * Clip(staged[k]);
+      t[kNeg * cp + k] = keep * Clip(1.0f - staged[k]);
+      t[kLogPos * cp + k] = staged[cp + k];
+      t[kLogNeg * cp + k] = staged[2 * cp + k];
+    }
+  }
+}
+
+// Copies the logs of rows [y_begin, y_end) from a table that starts at row table_begin into the stash.
+void StashLogs(const Geometry& g, const float* table, int64_t table_begin, int64_t img, int64_t y_begin,
+               int64_t y_end, float* logs) {
+  const int64_t c = g.c, cp = g.cp;
+  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
+    const float* t = table + ((y_begin - table_begin) * g.w + i) * kSlots * cp;
+    float* out = logs + (g.Pixel(img, y_begin, 0) + i) * 2 * c;
+    std::memcpy(out, t + kLogPos * cp, c * sizeof(float));
+    std::memcpy(out + c, t + kLogNeg * cp, c * sizeof(float));
+  }
+}
+
 // Work units: bands of `rows` rows of one image. Each band's table (its rows plus `reach` rows of halo on each
 // side) is filled by the thread that processes it and stays in that core's cache; no [N,H,W,4,Cp] temporary.
 // The partition is fixed by the shape and thread count, so the forward sums are deterministic.
@@ -170,8 +209,9 @@ struct Tiling {
 
   Tiling(OpKernelContext* ctx, const Geometry& g) {
     const int threads = std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
-    rows = std::min<int64_t>(16, std::max<int64_t>(1, g.h));
-    while (rows > 4 && g.n * ((g.h + rows - 1) / rows) < 2 * threads) rows /= 2;
+    // Long bands (the halo of 2 * reach rows is filled twice), short enough for 4 units per thread.
+    rows = std::min<int64_t>(32, std::max<int64_t>(1, g.h));
+    while (rows > 4 && g.n * ((g.h + rows - 1) / rows) < 4 * threads) rows /= 2;
     bands_per_image = (g.h + rows - 1) / rows;
     units = g.n * bands_per_image;
   }
@@ -236,8 +276,8 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, in
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
         std::fill(v_sum, v_sum + cp2, 0.0f);
-        float h_sum = 0.0f;
-        double edge_acc = 0.0, edge_channels_kl = 0.0;
+        // Float within a centre and size (at most 8 pairs); the class sums accumulate in double.
+        float h_sum = 0.0f, edge_acc = 0.0f, edge_channels_kl = 0.0f;
         int64_t n_edge = 0, n_pairs = 0;
         for (int k = 0; k < 8; ++k) {
           const int dy = off[2 * k], dx = off[2 * k + 1];
@@ -252,7 +292,7 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, in
           if (a != b) {
             const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, b);
             edge_acc += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
-            edge_channels_kl += static_cast<double>(kl_a) + kl_b;
+            edge_channels_kl += kl_a + kl_b;
             ++n_edge;
           }
         }
@@ -261,7 +301,7 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, in
         float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
         for (int64_t ch = 0; ch < cp2; ++ch) dot += v_sum[ch] * log_p[ch];
-        const double not_edge_acc = static_cast<double>(h_sum) - dot - edge_channels_kl;
+        const float not_edge_acc = h_sum - dot - edge_channels_kl;
         edge_sum[a * num_sizes + s] += edge_acc;
         not_edge_sum[a * num_sizes + s] += not_edge_acc;
         edge_count[s] += 2 * n_edge;
@@ -269,6 +309,31 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, in
       }
     }
   }
+}
+
+// Edge-channel corrections of one channel of a pair (z, q) with different labels.
+struct EdgeFix {
+  float centre_pos = 0.0f, centre_neg = 0.0f, neighbour_pos = 0.0f, neighbour_neg = 0.0f;
+};
+
+// Channel ch of the pair (z, q = z+d), labels a != b: the hinge max(0, m - KL) replaces the non-edge term, so
+// the pair's non-edge weight (g_centre, g_neighbour, already 0 for a role the pair does not play) is taken out
+// and the hinge weight (hinge_*: -grad of the edge sum, 0 for an absent role) put in where KL < m. z: P~, (1-P)~
+// and their logs of z at channel ch. Branch-free (selects), so that mixed edge / non-edge pairs do not
+// mispredict.
+inline void EdgeChannelFix(const float* z, const float* tq, int64_t cp, int ch, float margin, float hinge_centre,
+                           float g_centre, float hinge_neighbour, float g_neighbour, EdgeFix* fix) {
+  const float q_pos = tq[kPos * cp + ch], q_neg = tq[kNeg * cp + ch];
+  const float diff_pos = tq[kLogPos * cp + ch] - z[kLogPos];
+  const float diff_neg = tq[kLogNeg * cp + ch] - z[kLogNeg];
+  const float kl_centre = q_pos * diff_pos + q_neg * diff_neg;  // z the centre
+  const float kl_neighbour = -(z[kPos] * diff_pos + z[kNeg] * diff_neg);  // q the centre
+  const float w_centre = (kl_centre < margin ? hinge_centre : 0.0f) - g_centre;
+  const float w_neighbour = (kl_neighbour < margin ? hinge_neighbour : 0.0f) - g_neighbour;
+  fix->centre_pos += w_centre * q_pos;
+  fix->centre_neg += w_centre * q_neg;
+  fix->neighbour_pos += w_neighbour * (1.0f - diff_pos);
+  fix->neighbour_neg += w_neighbour * (1.0f - diff_neg);
 }
 
 // Backward over rows [y_begin, y_end) of image img: writes d loss / d probs of every pixel of those rows.
@@ -287,14 +352,17 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
   const int64_t cp2 = 2 * cp;
   const int64_t c = g.c, num_sizes = g.sizes.size();
   // Local arrays when the channel count is static: the compiler then knows the table does not alias them and
-  // keeps the vector accumulators in registers.
-  std::vector<float> acc_heap(kCp > 0 ? 0 : 4 * cp2);
-  alignas(32) float acc_stack[kCp > 0 ? 8 * kCp : 1];
+  // keeps the vector accumulators in registers. The edge corrections (indexed by a runtime channel) live in a
+  // separate array, so that they do not force the accumulators to memory.
+  std::vector<float> acc_heap(kCp > 0 ? 0 : 2 * cp2), fix_heap(kCp > 0 ? 0 : 2 * cp2);
+  alignas(32) float acc_stack[kCp > 0 ? 4 * kCp : 1];
+  alignas(32) float fix_stack[kCp > 0 ? 4 * kCp : 1];
   float* acc = kCp > 0 ? acc_stack : acc_heap.data();
-  float* centre_v = acc;               // sum g_c V(q)              [P~ part, (1-P)~ part]
-  float* neighbour_log = acc + cp2;    // sum g_n L(q)
-  float* centre_fix = acc + 2 * cp2;   // edge-channel corrections of centre_v
-  float* neighbour_fix = acc + 3 * cp2;  // edge-channel corrections of the neighbour part (final values)
+  float* fix_acc = kCp > 0 ? fix_stack : fix_heap.data();
+  float* centre_v = acc;                 // sum g_c V(q)              [P~ part, (1-P)~ part]
+  float* neighbour_log = acc + cp2;      // sum g_n L(q)
+  float* centre_fix = fix_acc;           // edge-channel corrections of centre_v
+  float* neighbour_fix = fix_acc + cp2;  // edge-channel corrections of the neighbour part (final values)
   for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       float* out = grad + g.Pixel(img, y, x) * c;
@@ -304,10 +372,13 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
         std::fill(out, out + c, 0.0f);
         continue;
       }
-      std::fill(acc, acc + 4 * cp2, 0.0f);
+      std::fill(acc, acc + 2 * cp2, 0.0f);
+      std::fill(fix_acc, fix_acc + 2 * cp2, 0.0f);
       float neighbour_weight = 0.0f;  // sum g_n
       const int64_t z_cell = (y - table_begin) * g.w + x;
       const float* tz = table + z_cell * kSlots * cp;
+      const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
+      EdgeFix fix_a;
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
         const float g_centre_s = grad_sums[a * 2 * num_sizes + num_sizes + s];
@@ -332,24 +403,24 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
           }
           neighbour_weight += g_neighbour;
           if (a == b) continue;
-          for (const int ch : {a, b}) {
-            const float diff_pos = tq[kLogPos * cp + ch] - tz[kLogPos * cp + ch];
-            const float diff_neg = tq[kLogNeg * cp + ch] - tz[kLogNeg * cp + ch];
-            if (as_centre) {
-              const float kl = tq[kPos * cp + ch] * diff_pos + tq[kNeg * cp + ch] * diff_neg;
-              const float fix = (kl < margin ? -grad_sums[a * 2 * num_sizes + s] : 0.0f) - g_centre;
-              centre_fix[ch] += fix * tq[kPos * cp + ch];
-              centre_fix[cp + ch] += fix * tq[kNeg * cp + ch];
-            }
-            if (as_neighbour) {
-              const float kl = -(tz[kPos * cp + ch] * diff_pos + tz[kNeg * cp + ch] * diff_neg);
-              const float fix = (kl < margin ? -grad_sums[b * 2 * num_sizes + s] : 0.0f) - g_neighbour;
-              neighbour_fix[ch] += fix * (1.0f - diff_pos);
-              neighbour_fix[cp + ch] += fix * (1.0f - diff_neg);
-            }
-          }
+          // Channel a (z's own class) accumulates in registers, channel b in the arrays.
+          const float centre_on = as_centre ? 1.0f : 0.0f, neighbour_on = as_neighbour ? 1.0f : 0.0f;
+          const float hinge_centre = centre_on * -grad_sums[a * 2 * num_sizes + s];
+          const float hinge_neighbour = neighbour_on * -grad_sums[b * 2 * num_sizes + s];
+          EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_a);
+          const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
+          EdgeFix fix_b;
+          EdgeChannelFix(z_b, tq, cp, b, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_b);
+          centre_fix[b] += fix_b.centre_pos;
+          centre_fix[cp + b] += fix_b.centre_neg;
+          neighbour_fix[b] += fix_b.neighbour_pos;
+          neighbour_fix[cp + b] += fix_b.neighbour_neg;
         }
       }
+      centre_fix[a] += fix_a.centre_pos;
+      centre_fix[cp + a] += fix_a.centre_neg;
+      neighbour_fix[a] += fix_a.neighbour_pos;
+      neighbour_fix[cp + a] += fix_a.neighbour_neg;
       const float* p = probs + g.Pixel(img, y, x) * c;
       for (int64_t ch = 0; ch < c; ++ch) {
         const float v = p[ch], nv = 1.0f - v;
@@ -403,7 +474,9 @@ class AffinityFieldOpBase : public OpKernel {
 
 class AffinityFieldSumsOp : public AffinityFieldOpBase {
  public:
-  using AffinityFieldOpBase::AffinityFieldOpBase;
+  explicit AffinityFieldSumsOp(OpKernelConstruction* ctx) : AffinityFieldOpBase(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("stash_logs", &stash_logs_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     Geometry g;
@@ -415,6 +488,10 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.c, 2 * num_sizes}), &class_sums));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({num_sizes}), &edge_counts));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({num_sizes}), &not_edge_counts));
+    Tensor* logs_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            3, stash_logs_ ? TensorShape({g.n, g.h, g.w, 2, g.c}) : TensorShape({0}), &logs_t));
+    float* logs = stash_logs_ ? logs_t->flat<float>().data() : nullptr;
     const float* probs = ctx->input(1).flat<float>().data();
     const Tiling tiling(ctx, g);
     const int64_t blocks = tiling.units;
@@ -433,10 +510,12 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
         DispatchChannels(g.cp, [&](auto cp_constant) {
           FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(),
                                                  entropy.data());
-          ForwardRows<decltype(cp_constant)::value>(g, table.data(), entropy.data(), table_begin, offsets.data(), margin_, img,
-                                                    y_begin, y_end, edge_sum, edge_sum + g.c * num_sizes,
-                                                    edge_count, edge_count + num_sizes);
+          ForwardRows<decltype(cp_constant)::value>(g, table.data(), entropy.data(), table_begin,
+                                                    offsets.data(), margin_, img, y_begin, y_end, edge_sum,
+                                                    edge_sum + g.c * num_sizes, edge_count,
+                                                    edge_count + num_sizes);
         });
+        if (logs != nullptr) StashLogs(g, table.data(), table_begin, img, y_begin, y_end, logs);
       }
     };
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
@@ -468,6 +547,8 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
     }
   }
 
+ private:
+  bool stash_logs_ = false;
 };
 
 class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
@@ -486,6 +567,13 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
                                 grad_sums_t.shape().DebugString()));
     Tensor* grad_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(1).shape(), &grad_t));
+    const Tensor& logs_t = ctx->input(3);
+    // The forward's stash when it made one ([N, H, W, 2, C]); an empty tensor means: compute the logs here.
+    const bool have_logs = logs_t.NumElements() > 0;
+    OP_REQUIRES(ctx, !have_logs || logs_t.NumElements() == g.n * g.h * g.w * 2 * g.c,
+                InvalidArgument("affinity_field_grad: logs must be [N,H,W,2,C] or empty, got ",
+                                logs_t.shape().DebugString()));
+    const float* logs = have_logs ? logs_t.flat<float>().data() : nullptr;
     const float* probs = ctx->input(1).flat<float>().data();
     const float* grad_sums = grad_sums_t.flat<float>().data();  // [C, 2S]: edge columns, then non-edge
     float* grad = grad_t->flat<float>().data();
@@ -497,7 +585,12 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
         int64_t img, y_begin, y_end, table_begin, table_end;
         tiling.Band(g, unit, &img, &y_begin, &y_end, &table_begin, &table_end);
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(), nullptr);
+          if (logs != nullptr) {
+            FillRowsFromLogs<decltype(cp_constant)::value>(g, probs, logs, img, table_begin, table_end,
+                                                           table.data());
+          } else {
+            FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(), nullptr);
+          }
           BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), table_begin, grad_sums,
                                                      offsets.data(), margin_, img, y_begin, y_end, grad);
         });
@@ -516,9 +609,11 @@ REGISTER_OP("AffinityFieldSums")
     .Input("probs: float")
     .Attr("sizes: list(int) >= 1")
     .Attr("kld_margin: float")
+    .Attr("stash_logs: bool = false")
     .Output("class_sums: float")
     .Output("edge_counts: int32")
     .Output("not_edge_counts: int32")
+    .Output("logs: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       std::vector<int> sizes;
       TF_RETURN_IF_ERROR(c->GetAttr("sizes", &sizes));
@@ -528,17 +623,27 @@ REGISTER_OP("AffinityFieldSums")
       c->set_output(0, c->Matrix(c->Dim(probs, 3), 2 * num_sizes));
       c->set_output(1, c->Vector(num_sizes));
       c->set_output(2, c->Vector(num_sizes));
+      bool stash_logs = false;
+      TF_RETURN_IF_ERROR(c->GetAttr("stash_logs", &stash_logs));
+      if (stash_logs) {
+        c->set_output(3, c->MakeShape({c->Dim(probs, 0), c->Dim(probs, 1), c->Dim(probs, 2), 2, c->Dim(probs, 3)}));
+      } else {
+        c->set_output(3, c->Vector(0));
+      }
       return absl::OkStatus();
     })
     .Doc(R"doc(
 Per-centre-class edge / non-edge sums of the affinity-field loss for several sizes.
 class_sums: [C, 2S]; columns 0..S-1 edge sums, S..2S-1 non-edge sums.
+logs: with stash_logs, [N, H, W, 2, C] log P~ and log (1-P)~ for the gradient op (which otherwise recomputes
+  them); else empty.
 )doc");
 
 REGISTER_OP("AffinityFieldSumsGrad")
     .Input("labels: int32")
     .Input("probs: float")
     .Input("grad_class_sums: float")
+    .Input("logs: float")
     .Attr("sizes: list(int) >= 1")
     .Attr("kld_margin: float")
     .Output("grad_probs: float")
