@@ -7,17 +7,20 @@
 // Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed per band of rows
 // (plus max(size) rows of halo) into a per-thread table [rows, W, 4, Cp] that stays in cache (Cp = C rounded up
 // to 8, zero padding, so every channel loop is a whole number of 8-float vectors and padded channels contribute
-// KL 0); nothing of size [N,H,W,C] is allocated besides the gradient. Labels are copied once into a map padded by
-// 2 * max(size) with -1 (ignored), so neighbour and bidirectional-ignore checks need no bounds tests.
+// KL 0); nothing of size [N,H,W,C] is allocated besides the gradient and, with stash_logs, the forward's
+// [N,H,W,2,C] logs that the backward reads instead of computing them again. Labels are copied once into a map
+// padded by 2 * max(size) with -1 (ignored), so neighbour and bidirectional-ignore checks need no bounds tests.
 //
 // Forward: for each labelled centre p, size s and offset d with p+d and p-d labelled, KL summed over channels
-// (one vector loop), attributed to the centre's class; for labels a != b channels a, b are edges (hinge
+// (as H(q) - <V(q), L(p)>: the pairs add vectors, one dot product per centre and size), attributed to the
+// centre's class; for labels a != b channels a, b are edges (hinge
 // max(0, m - KL)) and the other C-2 non-edges. Rows are split into fixed blocks (deterministic sums, double
 // accumulators), run on TensorFlow's CPU thread pool.
 //
 // Backward: each pixel z writes its own gradient (no scatter, no atomics): for every offset d it takes the pair
 // (z, z+d) in both roles -- z the centre (offset d) and z the neighbour of centre z+d (offset -d) -- which
-// share the log differences and the edge channels. Gradients follow TensorFlow's for the original ops
+// share the edge channels; two vector FMAs per pair, the edge channels' hinge corrections in a second, scalar
+// loop over the pixel's edge pairs (listed without branches). Gradients follow TensorFlow's for the original ops
 // (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
 #include <algorithm>
 #include <cmath>
@@ -266,6 +269,8 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, in
   std::vector<float> v_heap(kCp > 0 ? 0 : cp2);
   alignas(32) float v_stack[kCp > 0 ? 2 * kCp : 1];
   float* v_sum = kCp > 0 ? v_stack : v_heap.data();
+  const float* edge_cells[9];  // the current centre and size's pairs with different labels
+  int edge_labels[9];
   for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       const int64_t centre_label = g.LabelIndex(img, y, x);
@@ -289,12 +294,17 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, in
           for (int64_t ch = 0; ch < cp2; ++ch) v_sum[ch] += tq[ch];
           h_sum += entropy[cell];
           ++n_pairs;
-          if (a != b) {
-            const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, b);
-            edge_acc += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
-            edge_channels_kl += kl_a + kl_b;
-            ++n_edge;
-          }
+          // Edge pairs listed without a branch (the entry is overwritten when a == b: a data-dependent branch
+          // here mispredicts on every other edge); their channels a, b are handled below.
+          edge_cells[n_edge] = tq;
+          edge_labels[n_edge] = b;
+          n_edge += a != b;
+        }
+        for (int64_t e = 0; e < n_edge; ++e) {
+          const float* tq = edge_cells[e];
+          const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, edge_labels[e]);
+          edge_acc += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
+          edge_channels_kl += kl_a + kl_b;
         }
         if (n_pairs == 0) continue;
         const float* log_p = tp + kLogPos * cp;  // [log P~, log (1-P)~] of the centre, 2 Cp floats
@@ -363,6 +373,9 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
   float* neighbour_log = acc + cp2;      // sum g_n L(q)
   float* centre_fix = fix_acc;           // edge-channel corrections of centre_v
   float* neighbour_fix = fix_acc + cp2;  // edge-channel corrections of the neighbour part (final values)
+  // The pixel's pairs with different labels: neighbour's table cell, and b | size << 32 | roles << 48.
+  std::vector<const float*> edge_cells(8 * num_sizes + 1);
+  std::vector<int64_t> edge_codes(8 * num_sizes + 1);
   for (int64_t y = y_begin; y < y_end; ++y) {
     for (int64_t x = 0; x < g.w; ++x) {
       float* out = grad + g.Pixel(img, y, x) * c;
@@ -379,6 +392,7 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
       const float* tz = table + z_cell * kSlots * cp;
       const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
       EdgeFix fix_a;
+      int64_t num_edges = 0;
       for (int64_t s = 0; s < num_sizes; ++s) {
         const int* off = offsets + s * 16;
         const float g_centre_s = grad_sums[a * 2 * num_sizes + num_sizes + s];
@@ -402,20 +416,33 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
             neighbour_log[ch] += g_neighbour * log_q[ch];
           }
           neighbour_weight += g_neighbour;
-          if (a == b) continue;
-          // Channel a (z's own class) accumulates in registers, channel b in the arrays.
-          const float centre_on = as_centre ? 1.0f : 0.0f, neighbour_on = as_neighbour ? 1.0f : 0.0f;
-          const float hinge_centre = centre_on * -grad_sums[a * 2 * num_sizes + s];
-          const float hinge_neighbour = neighbour_on * -grad_sums[b * 2 * num_sizes + s];
-          EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_a);
-          const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
-          EdgeFix fix_b;
-          EdgeChannelFix(z_b, tq, cp, b, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_b);
-          centre_fix[b] += fix_b.centre_pos;
-          centre_fix[cp + b] += fix_b.centre_neg;
-          neighbour_fix[b] += fix_b.neighbour_pos;
-          neighbour_fix[cp + b] += fix_b.neighbour_neg;
+          // Edge pairs are listed without a branch (the list entry is overwritten when a == b) and corrected
+          // after the pair loop: a data-dependent branch here mispredicts on every other edge.
+          edge_cells[num_edges] = tq;
+          edge_codes[num_edges] = b | s << 32 | static_cast<int64_t>(as_centre) << 48 |
+                                  static_cast<int64_t>(as_neighbour) << 49;
+          num_edges += a != b;
         }
+      }
+      for (int64_t e = 0; e < num_edges; ++e) {
+        const float* tq = edge_cells[e];
+        const int64_t code = edge_codes[e];
+        const int b = static_cast<int>(code & 0xffffffff);
+        const int64_t s = (code >> 32) & 0xffff;
+        const float centre_on = (code >> 48) & 1, neighbour_on = (code >> 49) & 1;
+        // Channel a (z's own class) accumulates in registers, channel b in the arrays.
+        const float g_centre = centre_on * grad_sums[a * 2 * num_sizes + num_sizes + s];
+        const float g_neighbour = neighbour_on * grad_sums[b * 2 * num_sizes + num_sizes + s];
+        const float hinge_centre = centre_on * -grad_sums[a * 2 * num_sizes + s];
+        const float hinge_neighbour = neighbour_on * -grad_sums[b * 2 * num_sizes + s];
+        EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_a);
+        const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
+        EdgeFix fix_b;
+        EdgeChannelFix(z_b, tq, cp, b, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_b);
+        centre_fix[b] += fix_b.centre_pos;
+        centre_fix[cp + b] += fix_b.centre_neg;
+        neighbour_fix[b] += fix_b.neighbour_pos;
+        neighbour_fix[cp + b] += fix_b.neighbour_neg;
       }
       centre_fix[a] += fix_a.centre_pos;
       centre_fix[cp + a] += fix_a.centre_neg;
