@@ -44,7 +44,10 @@ def _make_step(model, loss_fn, variables, optimizer):
         with tf.GradientTape() as tape:
             terms, _ = loss_fn(model, (images, labels), True, tf.constant(10.0))
             ce_sum, count = terms.pop('seg_loss')
-            loss = ce_sum / tf.maximum(count, 1.0) + tf.add_n(list(terms.values()) or [0.0])
+            loss = ce_sum / tf.maximum(count, 1.0)
+            for ratios in terms.values():  # the affinity term: (sum, count) per size and edge / non-edge set
+                for numerator, denominator in ratios:
+                    loss += numerator / tf.maximum(denominator, 1.0)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
         return loss

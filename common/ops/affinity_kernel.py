@@ -2,7 +2,8 @@
 
 The kernel computes the per-centre-class edge / non-edge sums of all sizes in one pass over the clipped
 probabilities, and their gradient w.r.t. the probabilities (op `AffinityFieldSumsGrad`, registered as the
-gradient of `AffinityFieldSums`, so it composes with tf.GradientTape and the training engine). The per-class
+gradient of `AffinityFieldSums`, so it composes with tf.GradientTape and the training engine). By default the
+forward keeps the logs of the clipped probabilities for the gradient (`stash_logs`). The per-class
 size weights, the means and their gradients are ordinary TensorFlow ops on the [C, 2S] sums.
 
 Build: on first use the source is compiled with g++ and `tf.sysconfig` flags into a cache directory
@@ -122,14 +123,15 @@ def _reset_for_tests():
 
 
 @tf.RegisterGradient('AffinityFieldSums')
-def _affinity_field_sums_grad(op, grad_sums, _grad_edge_counts, _grad_not_edge_counts):
-    """Gradient w.r.t. probs of the per-class sums (labels get none)."""
+def _affinity_field_sums_grad(op, grad_sums, _grad_edge_counts, _grad_not_edge_counts, _grad_logs):
+    """Gradient w.r.t. probs of the per-class sums (labels get none); reuses the forward's logs when stashed."""
     grad_probs = load_kernel(raise_errors=True).affinity_field_sums_grad(
-        op.inputs[0], op.inputs[1], grad_sums, sizes=op.get_attr('sizes'), kld_margin=op.get_attr('kld_margin'))
+        op.inputs[0], op.inputs[1], grad_sums, op.outputs[3], sizes=op.get_attr('sizes'),
+        kld_margin=op.get_attr('kld_margin'))
     return None, grad_probs
 
 
-def affinity_field_class_sums(labels, probs, kld_margin, sizes):
+def affinity_field_class_sums(labels, probs, kld_margin, sizes, stash_logs=True):
     """Per-centre-class sums and counts of the affinity-field terms (the kernel's forward).
 
     Args:
@@ -137,6 +139,9 @@ def affinity_field_class_sums(labels, probs, kld_margin, sizes):
       probs: [N, H, W, C] float32.
       kld_margin: margin of the edge hinge.
       sizes: tuple of positive neighbour distances (S of them).
+      stash_logs: keep log P~ and log (1-P)~ ([N, H, W, 2, C] float32, alive until the gradient is taken) so
+        that the gradient does not compute them again (about a third of its time); False for forward-only use
+        (evaluation), where the gradient, if taken, recomputes them.
     Returns:
       (class_sums [C, 2S] float32 -- edge sums in columns :S, non-edge sums in S:, edge_counts [S] int32,
       not_edge_counts [S] int32). Differentiable w.r.t. probs.
@@ -144,4 +149,6 @@ def affinity_field_class_sums(labels, probs, kld_margin, sizes):
       KernelUnavailableError: the kernel could not be built or loaded.
     """
     module = load_kernel(raise_errors=True)
-    return module.affinity_field_sums(labels, probs, sizes=list(sizes), kld_margin=float(kld_margin))
+    class_sums, edge_counts, not_edge_counts, _ = module.affinity_field_sums(
+        labels, probs, sizes=list(sizes), kld_margin=float(kld_margin), stash_logs=bool(stash_logs))
+    return class_sums, edge_counts, not_edge_counts

@@ -188,6 +188,31 @@ def test_single_class_and_all_ignore_images():
     assert not np.any(np.concatenate(got)) and not np.any(grads[0])
 
 
+def test_stashed_logs_give_the_same_gradient_over_several_bands(kernel):
+    """The forward's stash of log P~, log (1-P)~ (the training path) and the gradient op's own logs (forward-only
+    use, stash_logs=False) give identical gradients; 70 rows make several row bands with halos."""
+    labels, logits, w_edge, w_not_edge = _random_case(8, (2, 70, 13), 21, block=3)
+    _assert_kernel_equals_xla(labels, logits, 21, 3.0, (1, 2, 3), w_edge, w_not_edge)
+    labels = np.where(labels[..., 0] < 21, labels[..., 0], -1).astype(np.int32)
+    probs = tf.nn.softmax(logits)
+    stashed = kernel.affinity_field_sums(labels, probs, sizes=[1, 2, 3], kld_margin=3.0, stash_logs=True)
+    plain = kernel.affinity_field_sums(labels, probs, sizes=[1, 2, 3], kld_margin=3.0)
+    assert stashed[3].shape == (2, 70, 13, 2, 21) and plain[3].shape == (0,)
+    clipped = np.clip(probs.numpy(), 1e-4, 1.0), np.clip(1.0 - probs.numpy(), 1e-4, 1.0)
+    np.testing.assert_allclose(stashed[3], np.log(np.stack(clipped, -2)), rtol=1e-6, atol=1e-7)
+    for got, want in zip(stashed[:3], plain[:3]):
+        np.testing.assert_array_equal(got, want)
+    grad_sums = np.random.default_rng(8).normal(size=(21, 6)).astype(np.float32)
+    with_stash = kernel.affinity_field_sums_grad(labels, probs, grad_sums, stashed[3], sizes=[1, 2, 3],
+                                                 kld_margin=3.0)
+    recomputed = kernel.affinity_field_sums_grad(labels, probs, grad_sums, plain[3], sizes=[1, 2, 3],
+                                                 kld_margin=3.0)
+    np.testing.assert_array_equal(with_stash, recomputed)
+    assert np.any(with_stash.numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match='logs must be'):
+        kernel.affinity_field_sums_grad(labels, probs, grad_sums, stashed[3][:1], sizes=[1, 2, 3], kld_margin=3.0)
+
+
 def test_kernel_in_graph_mode_with_unknown_shapes_and_engine_style_tape():
     labels, logits, _, _ = _random_case(6, (2, 7, 9), 5)
     spec = [tf.TensorSpec([None, None, None, 1], tf.uint8), tf.TensorSpec([None, None, None, 5], tf.float32)]
