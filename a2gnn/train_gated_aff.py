@@ -35,7 +35,7 @@ def define_flags(flag_values=None):
                         flag_values=fv)
     flags.DEFINE_string('label_dir', './data/Init_Label/SEAM_Box', 'Seed PNG folder.', flag_values=fv)
     flags.DEFINE_float('width_multiplier', 1.0, 'ResNet-38 width scale (reduced trunks for CPU).', flag_values=fv)
-    flags.DEFINE_integer('seed', 0, 'Data-order and augmentation seed.', flag_values=fv)
+    flags.DEFINE_integer('seed', 0, 'Seed of the data order, the augmentation and a from-scratch initialisation.', flag_values=fv)
 
 
 def make_train_step(net, optimizer, radius, details=False):
@@ -112,7 +112,7 @@ def main(argv, flag_values=None):
     fv = flags.FLAGS if flag_values is None else flag_values
     if not os.path.isdir(fv.label_dir):
         raise app.UsageError(f'--label_dir: no such directory: {fv.label_dir}')
-    net = build_net(fv.weights, fv.width_multiplier)
+    net = build_net(fv.weights, fv.width_multiplier, fv.seed)
     losses = train_gated_affinity(net, load_img_name_list(fv.train_list), fv.voc12_root, fv.label_dir,
                                   fv.crop_size, fv.batch_size, fv.max_epoches, fv.lr, fv.wt_dec, fv.radius, fv.seed)
     path = save_weights(net, fv.session_name + '.npz')

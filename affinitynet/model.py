@@ -46,7 +46,15 @@ def arch_of(network):
     return _check_arch(name)
 
 
-def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None):
+def _scratch_initializer(seed):
+    if seed is None:
+        return SCRATCH_INITIALIZER
+    return keras.initializers.VarianceScaling(0.5, 'fan_in', 'untruncated_normal',
+                                              seed=keras.random.SeedGenerator(int(seed)))
+
+
+def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None,
+                   scratch_seed=None):
     """The backbone of a cls ('cls') or affinity ('aff') net, frozen layers as the originals' `not_training`.
 
     from_scratch: (ResNet-38 only) half-LeCun-normal conv initialisation and only conv1a frozen
@@ -55,6 +63,9 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
       shrinks the signal through the 38 layers to nothing and He init makes it explode.
     bn_decay: (ResNet-38 only) None = the original frozen BN; a float trains BN from batch statistics with this
       moving-average decay (from-scratch training: frozen statistics of mean 0 / variance 1 do not normalise).
+    scratch_seed: (from_scratch) None = SCRATCH_INITIALIZER, whose seed Keras draws once at import (before any
+      `keras.utils.set_random_seed`, so it differs from process to process) and which gives layers of the same
+      shape the same values; an int = a seed generator of that seed, one draw per layer: reproducible, distinct.
 
     Returns:
       keras.Model images -> dict of endpoints: ResNet-38 conv4/conv5/conv6, VGG-16 conv4/conv5/conv5fc
@@ -66,7 +77,8 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
         if from_scratch:
             return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                            not_training=resnet38.NOT_TRAINING['psa_base'],
-                                           kernel_initializer=SCRATCH_INITIALIZER, bn_decay=bn_decay)
+                                           kernel_initializer=_scratch_initializer(scratch_seed),
+                                           bn_decay=bn_decay)
         return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                        not_training=resnet38.NOT_TRAINING['psa_' + kind], bn_decay=bn_decay)
     if bn_decay is not None:
