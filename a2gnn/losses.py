@@ -14,19 +14,21 @@ VOC_CLASS_IDS = {'aeroplane': 1, 'bicycle': 2, 'bird': 3, 'boat': 4, 'bottle': 5
 
 
 def _linear_taps(in_size, out_size):
-    """Source indices and weights of align_corners=False linear resizing (torch's formula; the weights are
-    computed in float64, which matches torch's float32 outputs more closely than float32 weights do)."""
+    """Source indices and float32 weights of align_corners=False linear resizing, as torch computes them: the
+    float32 scale in/out, the source coordinate scale * (i + 0.5) - 0.5 evaluated in double (the C++ literal 0.5)
+    and stored as float32, the weights float32 (lambda1 = source - index0, lambda0 = 1 - lambda1)."""
     ratio = np.float64(np.float32(in_size) / np.float32(out_size))
-    source = np.maximum(ratio * (np.arange(out_size) + 0.5) - 0.5, 0.0)
+    source = np.maximum(ratio * (np.arange(out_size) + 0.5) - 0.5, 0.0).astype(np.float32)
     index0 = np.minimum(source.astype(np.int64), in_size - 1)
     index1 = index0 + (index0 < in_size - 1)
-    lambda1 = np.clip(source - index0, 0.0, 1.0)
-    return index0, index1, 1.0 - lambda1, lambda1
+    lambda1 = np.clip(source - index0.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    return index0, index1, np.float32(1.0) - lambda1, lambda1
 
 
 def resize_bilinear(x, size):
-    """torch `F.interpolate(x, size, mode='bilinear', align_corners=False)` on [N, H, W, C]: four-tap weights
-    summed like torch's channels-last kernel (tf.image.resize differs by several ulp at fractional scales)."""
+    """torch `F.interpolate(x, size, mode='bilinear', align_corners=False)` on [N, H, W, C]: four float32 tap
+    weights h * w summed i00 w00 + (i01 w01 + (i10 w10 + i11 w11)) like torch's channels-last kernel
+    (tf.image.resize differs by several ulp at fractional scales)."""
     x = tf.convert_to_tensor(x, tf.float32)
     out_h, out_w = (int(s) for s in size)
     in_h, in_w = int(x.shape[1]), int(x.shape[2])
@@ -36,7 +38,7 @@ def resize_bilinear(x, size):
     w0, w1, wl0, wl1 = _linear_taps(in_w, out_w)
 
     def weight(hl, wl):
-        return (hl[:, None] * wl[None, :]).astype(np.float32)[..., None]
+        return (hl[:, None] * wl[None, :])[..., None]  # float32 products, as torch's channels-last kernel
 
     def tap(rows, cols):
         return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
