@@ -1,12 +1,17 @@
-"""Per-image A2GNN training: our window graph (NeighbourGraph, blocked window attention) against a dense N x N
-transcription of the original (`mytool.generate_aff` matrices, full-row softmax), in the same run.
+"""Per-image A2GNN training: our window graph (NeighbourGraph, blocked window attention) and step against a dense
+N x N transcription of the original's step, in the same run.
 
 Graph: 63 x 47 nodes (a 504 x 376 VOC image at stride 8), radius 3, 5632-d non-negative node features,
-hidden 256, the others script's schedule (50 + 50 Adam steps: split CE, then + 0.3 gated CRF) unless --steps.
-Each variant runs in its own process (tf.function steps for both). Memory, the ratio's figure: peak of
-TensorFlow's CPU allocator during training minus its use just before (inputs and TensorFlow loaded;
-`tf.config.experimental.get_memory_info('CPU:0')`), i.e. the tensors training allocates. Also printed: the growth
-of the process's peak resident set size (includes the graph tracing and malloc's retained pages). The last line reads `sparse vs dense gnn: time ratio <r>x, peak memory ratio <m>x`.
+hidden 256, the others script's schedule (50 + 50 Adam steps: split CE, then + 0.3 gated CRF) unless --epochs.
+Ours is `a2gnn.train.train_gnn`; the reference (`_dense_reference`) keeps the original's formulation: dense
+attention on `mytool.generate_aff` matrices, the criterion run twice on the upsampled logits, the gated CRF
+kernels rebuilt every step and the prediction unfolded. Same initialisation, dropout stream and optimiser, so
+both print the same final loss. Each variant runs in its own process (tf.function steps for both). Memory, the
+ratio's figure: peak of TensorFlow's CPU allocator during training minus its use just before
+(`tf.config.experimental.get_memory_info('CPU:0')`), i.e. the tensors training allocates (weights, optimiser
+state, temporaries, outputs); the node features and the graph exist before training in both variants and are
+not counted. Also printed: the growth of the process's peak resident set size (includes the graph tracing and
+malloc's retained pages). The last line reads `sparse vs dense gnn: time ratio <r>x, peak memory ratio <m>x`.
 """
 import argparse
 import json
