@@ -117,7 +117,7 @@ def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
     _log_empty_terms(seed, log)
     model = A2GNN(int(x.shape[1]), hidden, num_class, 3, dropout, seed=random_seed)
-    optimizer = TorchAdam(weight_decay=weight_decay, fused=True)  # in place: no temporaries of the weights' size
+    optimizer = TorchAdam(weight_decay=weight_decay)
     optimizer.build(model.weights)
     x = tf.convert_to_tensor(x, tf.float32)
     seed = tf.convert_to_tensor(np.asarray(seed, np.int64))

@@ -44,7 +44,7 @@ def _dense_reference(x, adj, cropping, seed, sample, epochs):
     from a2gnn.train import CRF_WEIGHT_OTHERS, GATED_CRF_RADIUS
     from common.train.optimizers import TorchAdam
     model = A2GNN(NFEAT, 256, 21, 3, 0.5, seed=0)
-    optimizer = TorchAdam(weight_decay=5e-4, fused=True)  # as train_gnn (torch's Adam also updates in place)
+    optimizer = TorchAdam(weight_decay=5e-4)
     optimizer.build(model.weights)
     bg_label, fg_label = split_seed(tf.constant(seed))
     size = seed.shape[1:]

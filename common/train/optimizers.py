@@ -294,15 +294,10 @@ class TorchAdam(GroupedOptimizer):
     slot_names = ('exp_avg', 'exp_avg_sq')
 
     def __init__(self, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.0, groups=(),
-                 default_group=DEFAULT_GROUP, name='TorchAdam', fused=False):
-        """fused: update slots and variable in place with TensorFlow's fused Adam kernel (no variable-sized
-        temporaries but the weight-decayed gradient); the same update, since torch's
-        lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) = lr*sqrt(bc2)/bc1 * m / (sqrt(v) + eps*sqrt(bc2)), rounded
-        differently (last bits). Plain resource variables only."""
+                 default_group=DEFAULT_GROUP, name='TorchAdam'):
         super().__init__(groups, default_group, name)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.weight_decay = weight_decay
-        self.fused = fused
 
     def _update(self, var, grad, lr, slots, group, step):
         exp_avg, exp_avg_sq = slots
@@ -310,13 +305,6 @@ class TorchAdam(GroupedOptimizer):
         if wd:
             grad = grad + wd * tf.convert_to_tensor(var)
         b1, b2 = self.beta_1, self.beta_2
-        if self.fused:
-            beta1_power = tf.pow(tf.cast(b1, var.dtype), tf.cast(step, var.dtype))
-            beta2_power = tf.pow(tf.cast(b2, var.dtype), tf.cast(step, var.dtype))
-            return tf.raw_ops.ResourceApplyAdam(
-                var=var.handle, m=exp_avg.handle, v=exp_avg_sq.handle, beta1_power=beta1_power,
-                beta2_power=beta2_power, lr=tf.cast(lr, var.dtype), beta1=tf.cast(b1, var.dtype),
-                beta2=tf.cast(b2, var.dtype), epsilon=self.epsilon * tf.sqrt(1.0 - beta2_power), grad=grad)
         m = exp_avg.assign(b1 * exp_avg + (1.0 - b1) * grad)
         v = exp_avg_sq.assign(b2 * exp_avg_sq + (1.0 - b2) * tf.square(grad))
         step = tf.cast(step, var.dtype)
