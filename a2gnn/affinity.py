@@ -46,8 +46,10 @@ class GatedAffinityNet(AffinityNet):
         return features, aff, aff_crf
 
 
-def build_gated_affinity_net(width_multiplier=1.0, widths=None, from_scratch=False):
+def build_gated_affinity_net(width_multiplier=1.0, widths=None, from_scratch=False, seed=0):
     """A `GatedAffinityNet` on a (possibly reduced) ResNet-38 (frozen: conv1a, b2, b2_1, b2_2). from_scratch:
-    AffinityNet's initialisation for training without pretrained weights (see affinitynet.model.build_backbone)."""
-    backbone = build_backbone('resnet38', 'aff', width_multiplier, widths, from_scratch=from_scratch)
+    AffinityNet's initialisation for training without pretrained weights (see affinitynet.model.build_backbone),
+    drawn reproducibly from `seed` (None: affinitynet's per-process initializer)."""
+    backbone = build_backbone('resnet38', 'aff', width_multiplier, widths, from_scratch=from_scratch,
+                              scratch_seed=seed if from_scratch else None)
     return GatedAffinityNet(backbone, 'resnet38', name='resnet38_aff_gated')

@@ -69,11 +69,15 @@ def define_flags(mode, flag_values=None):
     flags.DEFINE_integer('gnn_seed', 0, 'Seed of the GNN initialisation and dropout.', flag_values=fv)
 
 
-def build_net(weights, width_multiplier):
-    """The gated affinity net with `weights` loaded by name (strict=False, as the originals)."""
+def build_net(weights, width_multiplier, seed=0):
+    """The gated affinity net with `weights` loaded by name (strict=False, as the originals); without weights,
+    initialised from scratch, reproducibly from `seed` (Keras's global seed is set to it)."""
+    import keras
     from a2gnn.affinity import build_gated_affinity_net
     from affinitynet.model import load_weights
-    net = build_gated_affinity_net(width_multiplier, from_scratch=not weights)
+    if not weights:
+        keras.utils.set_random_seed(seed)
+    net = build_gated_affinity_net(width_multiplier, from_scratch=not weights, seed=seed)
     if weights:
         load_weights(net, weights, strict=False)
     else:
@@ -125,7 +129,7 @@ def main(mode, flag_values=None, progress=True):
                 raise ValueError(f'{os.path.join(fv.cam_dir, name + ".npy")}: CAMs must be {img.shape[0]}x'
                                  f'{img.shape[1]} with at least one class')
         if net is None:
-            net = build_net(fv.weights, fv.width_multiplier)
+            net = build_net(fv.weights, fv.width_multiplier, fv.gnn_seed)
         result = pseudo_label(net, img, seed, mode, fv.radius, fv.epochs, fv.lr, boxes, box_class, rw=rw, cam=cam,
                               alpha=getattr(fv, 'alpha', 6.0), beta=getattr(fv, 'beta', 8),
                               logt=getattr(fv, 'logt', 6), rw_weight=getattr(fv, 'rw_weight', 3), hidden=fv.hidden,

@@ -10,9 +10,10 @@ window (zero-padded neighbours, centre weight 0):
 
 Layouts are channels-last: predictions and modalities [N, H, W, C]; kernels and masks [N, H, W, 1, d, d].
 """
+import numpy as np
 import tensorflow as tf
 
-from a2gnn.ops import shifted_windows, unfold
+from a2gnn.ops import unfold, window_offsets
 
 
 def _adaptive_avg_pool(x, height, width):
@@ -142,20 +143,66 @@ def gated_crf_loss(y_hat_softmax, kernels_desc, radius, sample, height_input, wi
         mask_dst = _resize_fix_mask(mask_dst, 'destination', n, height, width)
         denom = tf.maximum(tf.reduce_sum(mask_dst), 1.0)
         kernels = kernels * mask_dst[..., None, None]
-    # sum over the window of K * unfold(y), one shifted [N, H, W, C] slice at a time: the [N, H, W, C, d, d]
-    # unfolded tensor (and its gradient) never exists.
-    flat_kernels = tf.reshape(kernels, (n, height, width, 1, -1))
-    product = tf.add_n([flat_kernels[..., k] * shifted
-                        for k, shifted in enumerate(shifted_windows(y, radius))])  # [N, H, W, C]
     if compatibility is None:
-        loss = tf.reduce_sum(kernels) - tf.reduce_sum(product * y)
-    else:
-        compatibility = tf.convert_to_tensor(compatibility, tf.float32)
-        if compatibility.shape != (num_classes, num_classes):
-            raise ValueError(f'compatibility must be [{num_classes}, {num_classes}], got {compatibility.shape}')
-        compat = (num_classes - 1) * compatibility / tf.maximum(
-            tf.reduce_sum(tf.abs(compatibility), axis=1, keepdims=True), 1e-12)
-        product_cc = tf.matmul(tf.reshape(y, (-1, num_classes)), tf.reshape(product, (-1, num_classes)),
-                               transpose_a=True)
-        loss = tf.reduce_sum(compat * product_cc)
-    return {'loss': loss / denom}
+        return {'loss': potts_loss(y, window_matrix(kernels), tf.reduce_sum(kernels), denom)}
+    compatibility = tf.convert_to_tensor(compatibility, tf.float32)
+    if compatibility.shape != (num_classes, num_classes):
+        raise ValueError(f'compatibility must be [{num_classes}, {num_classes}], got {compatibility.shape}')
+    compat = (num_classes - 1) * compatibility / tf.maximum(
+        tf.reduce_sum(tf.abs(compatibility), axis=1, keepdims=True), 1e-12)
+    flat_y = tf.reshape(y, (-1, num_classes))
+    product = tf.sparse.sparse_dense_matmul(window_matrix(kernels), flat_y)
+    return {'loss': tf.reduce_sum(compat * tf.matmul(flat_y, product, transpose_a=True)) / denom}
+
+
+def window_matrix(kernels):
+    """The window kernels as a sparse [N*H*W, N*H*W] matrix: row p holds K(p, q) at column q for every
+    in-image neighbour q of pixel p (row-major pixel order; out-of-image slots, which only meet the zero
+    padding, are left out).
+
+    sum_q K(p, q) y_c(q) is then one sparse-dense product: neither the unfolded [N, H, W, C, d, d] prediction nor
+    per-offset shifted copies exist, and the gradient is the transposed product.
+
+    Args:
+      kernels: [N, H, W, 1, d, d] (from `create_kernels`, masks applied).
+    Returns:
+      tf.sparse.SparseTensor.
+    """
+    n, height, width = (int(s) for s in kernels.shape[:3])
+    diameter = int(kernels.shape[-1])
+    radius = diameter // 2
+    pixels = np.arange(n * height * width).reshape(n, height, width)
+    ys, xs = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+    offsets = np.array(window_offsets(radius))
+    ny, nx = ys[..., None] + offsets[:, 0], xs[..., None] + offsets[:, 1]  # [H, W, K]
+    inside = np.broadcast_to((ny >= 0) & (ny < height) & (nx >= 0) & (nx < width), (n, height, width, len(offsets)))
+    batch = np.arange(n)[:, None, None, None]
+    rows = np.broadcast_to(pixels[..., None], inside.shape)[inside]
+    cols = (batch * height * width + ny[None] * width + nx[None])[inside]
+    positions = np.flatnonzero(inside)  # kernels flattened [N, H, W, K]; rows ascending, columns ascending
+    values = tf.gather(tf.reshape(tf.convert_to_tensor(kernels, tf.float32), (-1,)), positions)
+    return tf.sparse.SparseTensor(np.stack([rows, cols], axis=1).astype(np.int64), values,
+                                  (n * height * width, n * height * width))
+
+
+def potts_loss(y, kernel_matrix, kernel_sum, denom):
+    """Potts gated CRF loss [sum K - sum_c sum_p y_c(p) sum_q K(p, q) y_c(q)] / denom.
+
+    Args:
+      y: [N, H, W, C] probabilities; kernel_matrix: `window_matrix(kernels)`; kernel_sum: sum of all kernel
+        entries (out-of-image slots included, as the original); denom: scalar.
+    Returns:
+      scalar loss.
+    """
+    flat_y = tf.reshape(y, (-1, int(y.shape[-1])))
+    product = tf.sparse.sparse_dense_matmul(kernel_matrix, flat_y)
+    return (kernel_sum - tf.reduce_sum(product * flat_y)) / denom
+
+
+def potts_loss_unfolded(y, kernels, denom):
+    """The original's formulation of `potts_loss`: the prediction unfolded to [N, H, W, C, d, d], multiplied by
+    the kernels and summed over the window (reference and dense-benchmark transcription only: it materialises
+    (2r+1)^2 copies of y and of its gradient)."""
+    radius = int(kernels.shape[-1]) // 2
+    product = tf.reduce_sum(kernels * unfold(y, radius), axis=(4, 5))  # [N, H, W, C]
+    return (tf.reduce_sum(kernels) - tf.reduce_sum(product * y)) / denom

@@ -14,19 +14,21 @@ VOC_CLASS_IDS = {'aeroplane': 1, 'bicycle': 2, 'bird': 3, 'boat': 4, 'bottle': 5
 
 
 def _linear_taps(in_size, out_size):
-    """Source indices and weights of align_corners=False linear resizing (torch's formula; the weights are
-    computed in float64, which matches torch's float32 outputs more closely than float32 weights do)."""
+    """Source indices and float32 weights of align_corners=False linear resizing, as torch computes them: the
+    float32 scale in/out, the source coordinate scale * (i + 0.5) - 0.5 evaluated in double (the C++ literal 0.5)
+    and stored as float32, the weights float32 (lambda1 = source - index0, lambda0 = 1 - lambda1)."""
     ratio = np.float64(np.float32(in_size) / np.float32(out_size))
-    source = np.maximum(ratio * (np.arange(out_size) + 0.5) - 0.5, 0.0)
+    source = np.maximum(ratio * (np.arange(out_size) + 0.5) - 0.5, 0.0).astype(np.float32)
     index0 = np.minimum(source.astype(np.int64), in_size - 1)
     index1 = index0 + (index0 < in_size - 1)
-    lambda1 = np.clip(source - index0, 0.0, 1.0)
-    return index0, index1, 1.0 - lambda1, lambda1
+    lambda1 = np.clip(source - index0.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    return index0, index1, np.float32(1.0) - lambda1, lambda1
 
 
 def resize_bilinear(x, size):
-    """torch `F.interpolate(x, size, mode='bilinear', align_corners=False)` on [N, H, W, C]: four-tap weights
-    summed like torch's channels-last kernel (tf.image.resize differs by several ulp at fractional scales)."""
+    """torch `F.interpolate(x, size, mode='bilinear', align_corners=False)` on [N, H, W, C]: four float32 tap
+    weights h * w summed i00 w00 + (i01 w01 + (i10 w10 + i11 w11)) like torch's channels-last kernel
+    (tf.image.resize differs by several ulp at fractional scales)."""
     x = tf.convert_to_tensor(x, tf.float32)
     out_h, out_w = (int(s) for s in size)
     in_h, in_w = int(x.shape[1]), int(x.shape[2])
@@ -36,7 +38,7 @@ def resize_bilinear(x, size):
     w0, w1, wl0, wl1 = _linear_taps(in_w, out_w)
 
     def weight(hl, wl):
-        return (hl[:, None] * wl[None, :]).astype(np.float32)[..., None]
+        return (hl[:, None] * wl[None, :])[..., None]  # float32 products, as torch's channels-last kernel
 
     def tap(rows, cols):
         return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
@@ -119,16 +121,47 @@ def split_seed(seed):
     return tf.where(tf.equal(seed, 0), seed, ignore), tf.where(tf.equal(seed, 0), ignore, seed)
 
 
+def interpolation_matrix(in_size, out_size):
+    """float32 [out_size, in_size] matrix of align_corners=False linear resizing (`_linear_taps` weights)."""
+    index0, index1, lambda0, lambda1 = _linear_taps(in_size, out_size)
+    matrix = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(matrix, (rows, index0), lambda0)
+    np.add.at(matrix, (rows, index1), lambda1)
+    return matrix.astype(np.float32)
+
+
 def node_logits_to_image(x, f_h, f_w, size):
-    """Node-major GNN output [f_h*f_w, C] -> [1, f_h, f_w, C] -> bilinear to `size` (align_corners=False)."""
-    x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (1, f_h, f_w, -1))
-    return resize_bilinear(x, size)
+    """Node-major GNN output [f_h*f_w, C] -> [1, f_h, f_w, C] -> bilinear to `size` (align_corners=False).
+
+    Separable: two small matmuls with the interpolation matrices (columns first, then rows, as torch's kernel),
+    so the backward pass is two matmuls too (the gather form's gradient scatters four full-size tensors)."""
+    x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (f_h, f_w, -1))
+    height, width = (int(s) for s in size)
+    num_class = int(x.shape[-1])
+    columns = tf.matmul(tf.transpose(x, (0, 2, 1)), interpolation_matrix(f_w, width), transpose_b=True)
+    columns = tf.reshape(tf.transpose(columns, (0, 2, 1)), (f_h, width * num_class))  # [f_h, W*C]
+    return tf.reshape(tf.matmul(interpolation_matrix(f_h, height), columns), (1, height, width, num_class))
 
 
 def split_ce_from_pred(pred, seed):
-    """(bg_loss, fg_loss) of pred [1, H, W, C] against the bg-only and fg-only halves of seed [1, H, W]."""
-    bg_label, fg_label = split_seed(seed)
-    return masked_cross_entropy(pred, bg_label), masked_cross_entropy(pred, fg_label)
+    """(bg_loss, fg_loss) of pred [1, H, W, C] against the bg-only and fg-only halves of seed [1, H, W].
+
+    The two halves label disjoint pixels, so one cross-entropy over the seed serves both (the original runs the
+    criterion twice over the full-resolution prediction); each term is averaged over its own pixels, an empty
+    term is 0 (as `masked_cross_entropy`)."""
+    seed = tf.convert_to_tensor(seed)
+    labels = tf.cast(seed, tf.int32)
+    background = tf.equal(labels, 0)
+    foreground = tf.logical_and(~background, tf.not_equal(labels, IGNORE_LABEL))
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(foreground, labels, tf.zeros_like(labels)), logits=tf.convert_to_tensor(pred, tf.float32))
+
+    def term(mask):
+        total = tf.reduce_sum(tf.where(mask, ce, tf.zeros_like(ce)))
+        return total / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+
+    return term(background), term(foreground)
 
 
 def split_ce_loss(x, seed, f_h, f_w):

@@ -17,6 +17,7 @@ from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
 TILE = 8  # query block side of window_attention (keys: (TILE + 2r)^2 per block)
+CHUNK = 24  # query blocks window_attention processes at a time (more chunks: less memory, longer tracing)
 
 
 def _xavier_uniform(rng, shape):
@@ -41,28 +42,77 @@ def _safe_norm(h):
     return tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)), 0.0)
 
 
-def window_attention(h, beta, graph, tile=TILE):
+def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
     """The same layer on a NeighbourGraph: only the window entries of each row get weight (all others get zero
     weight in the dense softmax: exp(-1e9 - max) underflows to 0).
 
     The node grid is cut into tile x tile query blocks; each block attends densely to its (tile+2r)^2 key block
     (one batched matmul for the cosines, one for the weighted sum), masked to each node's own window by the
-    precomputed `tile_layout`. Only [T, tile^2, (tile+2r)^2] scores and [T, (tile+2r)^2, F] key blocks exist,
-    instead of the dense form's [N, N] matrices or a gathered [N, K, F] neighbour tensor.
+    precomputed `tile_layout`. Only [chunk, tile^2, (tile+2r)^2] scores and [chunk, (tile+2r)^2, F] key blocks
+    exist at a time (chunks of `chunk` blocks run one after the other), instead of the dense form's [N, N]
+    matrices or a gathered [N, K, F] neighbour tensor; the backward pass recomputes them chunk by chunk from the
+    layer's input (one more forward of the layer, a fraction of the embedding's cost), so a training step keeps
+    only the [N, F] input of each layer.
     """
-    layout = tile_layout(graph, tile)
-    num_features = int(h.shape[-1])
-    padded = tf.concat([h, tf.zeros_like(h[:1])], axis=0)  # row N: out-of-grid node
-    norms = _safe_norm(padded)
-    queries = tf.gather(padded, layout['query_index'])  # [T, t*t, F]
-    keys = tf.gather(padded, layout['key_index'])  # [T, s*s, F]
-    denominator = (tf.gather(norms, layout['query_index'])[:, :, None] *
-                   tf.gather(norms, layout['key_index'])[:, None, :] + 1e-7)
+    layout = _layout_tensors(graph, tile)
+    num_blocks = int(layout['query_index'].shape[0])
+    chunks = [slice(start, min(start + chunk, num_blocks)) for start in range(0, num_blocks, chunk)]
+
+    @tf.custom_gradient
+    def attend(h, beta):
+        padded = tf.concat([h, tf.zeros_like(h[:1])], axis=0)  # row N: out-of-grid node
+        norms = _safe_norm(padded)
+        blocks, previous = [], []
+        for part in chunks:
+            with tf.control_dependencies(previous):  # one chunk after the other: bounded temporaries
+                blocks.append(_attention_blocks(padded, norms, beta, layout, part))
+            previous = blocks[-1:]
+        out = tf.reshape(tf.concat(blocks, axis=0), (-1, int(h.shape[-1])))
+
+        def grad(upstream):
+            # d out / d blocks: the node rows back in block order (out-of-grid query rows get 0).
+            block_grads = tf.reshape(tf.math.unsorted_segment_sum(upstream, layout['node_slot'], int(out.shape[0])),
+                                     (num_blocks, *blocks[0].shape[1:]))
+            grad_h, grad_beta, previous = tf.zeros_like(h), tf.zeros_like(beta), [upstream]
+            for part in chunks:
+                # Recompute only once the gradient arrives and the previous chunk is done: without the
+                # dependencies the graph would run every recomputation during the forward pass.
+                with tf.control_dependencies(previous):
+                    h_again, beta_again = tf.identity(h), tf.identity(beta)
+                with tf.GradientTape() as tape:
+                    tape.watch([h_again, beta_again])
+                    padded_again = tf.concat([h_again, tf.zeros_like(h_again[:1])], axis=0)
+                    block = _attention_blocks(padded_again, _safe_norm(padded_again), beta_again, layout, part)
+                part_h, part_beta = tape.gradient(block, [h_again, beta_again], output_gradients=block_grads[part])
+                grad_h, grad_beta = grad_h + part_h, grad_beta + part_beta
+                previous = [grad_h, grad_beta]
+            return grad_h, grad_beta
+
+        return tf.gather(out, layout['node_slot']), grad
+
+    return attend(tf.convert_to_tensor(h, tf.float32), tf.convert_to_tensor(beta, tf.float32))
+
+
+def _layout_tensors(graph, tile):
+    """`tile_layout` as tensors, built once per graph and tile outside any tf.function being traced: a step
+    function captures them instead of embedding the arrays as graph constants in every chunk (slow to trace)."""
+    cache = graph.__dict__.setdefault('_layout_tensors', {})
+    if tile not in cache:
+        with tf.init_scope():
+            cache[tile] = {key: tf.constant(value) for key, value in tile_layout(graph, tile).items()}
+    return cache[tile]
+
+
+def _attention_blocks(padded, norms, beta, layout, part):
+    """Attention outputs [blocks, t*t, F] of the query blocks `part` (a slice) of `tile_layout`."""
+    query_index, key_index = layout['query_index'][part], layout['key_index'][part]
+    queries = tf.gather(padded, query_index)  # [b, t*t, F]
+    keys = tf.gather(padded, key_index)  # [b, s*s, F]
+    denominator = tf.gather(norms, query_index)[:, :, None] * tf.gather(norms, key_index)[:, None, :] + 1e-7
     cos = tf.matmul(queries, keys, transpose_b=True) / denominator
-    allowed = tf.logical_and(layout['allowed'], cos >= 0)
-    weights = tf.nn.softmax(tf.where(allowed, beta * cos + 10.0 * layout['adj'], MASK_VALUE), axis=-1)
-    out = tf.reshape(tf.matmul(weights, keys), (-1, num_features))
-    return tf.gather(out, layout['node_slot'])
+    allowed = tf.logical_and(layout['allowed'][part], cos >= 0)
+    weights = tf.nn.softmax(tf.where(allowed, beta * cos + 10.0 * layout['adj'][part], MASK_VALUE), axis=-1)
+    return tf.matmul(weights, keys)
 
 
 def tile_layout(graph, tile=TILE):

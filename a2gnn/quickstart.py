@@ -96,7 +96,7 @@ def main(argv):
         seed_dir = os.path.join(data, 'data', 'Init_Label', seed_folder)
         weights = os.path.join(out, f'aff_{mode}.npz')
         if not os.path.exists(weights):
-            net = cli.build_net('', FLAGS.width_multiplier)
+            net = cli.build_net('', FLAGS.width_multiplier, FLAGS.seed)
             train_gated_affinity(net, load_img_name_list(os.path.join(data, 'voc12', 'train_aug.txt')), voc,
                                  seed_dir, crop_size=FLAGS.size, batch_size=2, max_epoches=FLAGS.aff_epochs,
                                  radius=radius, seed=FLAGS.seed)

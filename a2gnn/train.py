@@ -6,7 +6,7 @@ features, node-major); `train_gnn` runs the two phases of a mode with PyTorch-Ad
 import numpy as np
 import tensorflow as tf
 
-from a2gnn.gated_crf import gated_crf_loss
+from a2gnn.gated_crf import create_kernels, potts_loss, window_matrix
 from a2gnn.losses import (GATED_CRF_KERNELS, IGNORE_LABEL, box_mp_loss_from_nodes, node_logits_to_image,
                           split_ce_from_pred, split_ce_loss)
 from a2gnn.model import A2GNN
@@ -17,9 +17,21 @@ CRF_WEIGHT_OTHERS = 0.3
 CRF_WEIGHT_BOX = 0.01
 
 
-def _potts_crf(x, f_h, f_w, sample):
+def potts_crf_terms(sample, f_h, f_w):
+    """What the GNN's gated CRF loss needs from the image, constant across the steps of one image: (window
+    kernel matrix, sum of the kernels, denominator) of `a2gnn.gated_crf.potts_loss` (the original rebuilds the
+    kernels every step).
+
+    Args:
+      sample: {'rgb': [1, f_h, f_w, 3]} normalised image.
+    """
+    kernels = create_kernels(list(GATED_CRF_KERNELS), GATED_CRF_RADIUS, sample, 1, f_h, f_w)
+    return window_matrix(kernels), tf.reduce_sum(kernels), tf.constant(float(f_h * f_w))
+
+
+def _potts_crf(x, f_h, f_w, sample, crf_terms=None):
     y = tf.nn.softmax(tf.reshape(tf.convert_to_tensor(x, tf.float32), (1, f_h, f_w, -1)), axis=-1)
-    return gated_crf_loss(y, list(GATED_CRF_KERNELS), GATED_CRF_RADIUS, sample, f_h, f_w)['loss']
+    return potts_loss(y, *(crf_terms or potts_crf_terms(sample, f_h, f_w)))
 
 
 def train_with_nocrf_loss(x, seed, f_h, f_w):
@@ -28,16 +40,17 @@ def train_with_nocrf_loss(x, seed, f_h, f_w):
     return {'loss': loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'pred': pred}
 
 
-def train_with_crf_loss(x, seed, f_h, f_w, sample, crf_weight=CRF_WEIGHT_OTHERS):
+def train_with_crf_loss(x, seed, f_h, f_w, sample, crf_weight=CRF_WEIGHT_OTHERS, crf_terms=None):
     """Phase 2 of image/point/scribble: bg + fg + 0.3 * gated CRF (Potts, radius 5, xy 6, rgb 0.1).
 
     Args:
       x: [f_h*f_w, C] logits; seed: [1, H, W]; sample: {'rgb': [1, f_h, f_w, 3]} normalised image.
+      crf_terms: optional `potts_crf_terms(sample, f_h, f_w)`, computed once per image by the trainer.
     Returns:
       dict loss, bg_loss, fg_loss, crf_loss (unweighted), pred.
     """
     loss, bg_loss, fg_loss, pred = split_ce_loss(x, seed, f_h, f_w)
-    crf_loss = _potts_crf(x, f_h, f_w, sample)
+    crf_loss = _potts_crf(x, f_h, f_w, sample, crf_terms)
     return {'loss': loss + crf_weight * crf_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss, 'crf_loss': crf_loss,
             'pred': pred}
 
@@ -65,10 +78,11 @@ def train_with_mp_nocrf_loss(x, fts, seed, f_h, f_w, boxes, box_class):
             'pred': pred, 'seed_after': seed_after}
 
 
-def train_with_mp_crf_loss(x, fts, seed, f_h, f_w, sample, boxes, box_class, crf_weight=CRF_WEIGHT_BOX):
+def train_with_mp_crf_loss(x, fts, seed, f_h, f_w, sample, boxes, box_class, crf_weight=CRF_WEIGHT_BOX,
+                           crf_terms=None):
     """Phase 2 of box: bg + fg + 0.01 * gated CRF + box loss. Returns the dict of phase 1 plus crf_loss."""
     pred, box_loss, seed_after, bg_loss, fg_loss = _box_step(x, fts, seed, f_h, f_w, boxes, box_class)
-    crf_loss = _potts_crf(x, f_h, f_w, sample)
+    crf_loss = _potts_crf(x, f_h, f_w, sample, crf_terms)
     return {'loss': bg_loss + fg_loss + crf_weight * crf_loss + box_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss,
             'crf_loss': crf_loss, 'box_loss': box_loss, 'pred': pred, 'seed_after': seed_after}
 
@@ -107,6 +121,8 @@ def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class
     optimizer.build(model.weights)
     x = tf.convert_to_tensor(x, tf.float32)
     seed = tf.convert_to_tensor(np.asarray(seed, np.int64))
+    # Constant per image: built once, not per step.
+    crf_terms = None if sample is None else potts_crf_terms(sample, f_h, f_w)
     history = []
 
     def step(phase, seed):
@@ -117,14 +133,16 @@ def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class
             if phase == 'nocrf':
                 out = train_with_nocrf_loss(logits, seed, f_h, f_w)
             elif phase == 'crf':
-                out = train_with_crf_loss(logits, seed, f_h, f_w, sample)
+                out = train_with_crf_loss(logits, seed, f_h, f_w, sample, crf_terms=crf_terms)
             elif phase == 'mp_nocrf':
                 out = train_with_mp_nocrf_loss(logits, fts, seed, f_h, f_w, boxes, box_class)
             else:
-                out = train_with_mp_crf_loss(logits, fts, seed, f_h, f_w, sample, boxes, box_class)
+                out = train_with_mp_crf_loss(logits, fts, seed, f_h, f_w, sample, boxes, box_class,
+                                             crf_terms=crf_terms)
         grads = tape.gradient(out['loss'], model.weights)
         optimizer.apply_gradients(zip(grads, model.weights), lr)
-        return out
+        # The full-resolution prediction is not returned: it would stay alive until the next step.
+        return {key: value for key, value in out.items() if key != 'pred'}
 
     for phase in PHASE_LOSSES[mode]:
         compiled = tf.function(lambda seed, phase=phase: step(phase, seed), autograph=False)

@@ -35,7 +35,31 @@ def define_flags(flag_values=None):
                         flag_values=fv)
     flags.DEFINE_string('label_dir', './data/Init_Label/SEAM_Box', 'Seed PNG folder.', flag_values=fv)
     flags.DEFINE_float('width_multiplier', 1.0, 'ResNet-38 width scale (reduced trunks for CPU).', flag_values=fv)
-    flags.DEFINE_integer('seed', 0, 'Data-order and augmentation seed.', flag_values=fv)
+    flags.DEFINE_integer('seed', 0, 'Seed of the data order, the augmentation and a from-scratch initialisation.', flag_values=fv)
+
+
+def make_train_step(net, optimizer, radius, details=False):
+    """One training step of the gated affinity net as a tf.function(images [N, S, S, 3], labels [N, S/8, S/8],
+    croppings [N, S/8, S/8], learning_rate) -> dict loss; with details also aff, aff_crf (the head's outputs),
+    grad_aff, grad_aff_crf (d loss / d aff, d aff_crf, the latter including the path through aff) and grads (of
+    net.trainable_variables), all of this step. The optimizer (built on net.trainable_variables) applies the
+    gradients."""
+    from a2gnn.losses import gated_affinity_loss
+    variables = net.trainable_variables
+
+    @tf.function(autograph=False)
+    def step(images, labels, croppings, learning_rate):
+        with tf.GradientTape() as tape:
+            _, aff, aff_crf = net(images, radius=radius, training=True)
+            loss = gated_affinity_loss(aff, aff_crf, labels, croppings, images, radius)['loss']
+        grads = tape.gradient(loss, variables + [aff, aff_crf])
+        optimizer.apply_gradients(zip(grads[:len(variables)], variables), learning_rate)
+        if not details:
+            return {'loss': loss}
+        return {'loss': loss, 'aff': aff, 'aff_crf': aff_crf, 'grad_aff': grads[-2], 'grad_aff_crf': grads[-1],
+                'grads': grads[:len(variables)]}
+
+    return step
 
 
 def train_gated_affinity(net, names, voc12_root, label_dir, crop_size=448, batch_size=4, max_epoches=12,
@@ -43,7 +67,6 @@ def train_gated_affinity(net, names, voc12_root, label_dir, crop_size=448, batch
     """Trains `net` (GatedAffinityNet) in place; returns the list of per-step losses."""
     from tqdm import tqdm
     from a2gnn.cli import read_image
-    from a2gnn.losses import gated_affinity_loss
     from a2gnn.seeds import read_seed
     from common.data.psa_transforms import a2gnn_aff_train_transform
     from common.train.optimizers import poly_optimizer
@@ -60,13 +83,7 @@ def train_gated_affinity(net, names, voc12_root, label_dir, crop_size=448, batch
     optimizer = poly_optimizer(wt_dec, HEAD)
     optimizer.build(variables)
 
-    @tf.function(autograph=False)
-    def step(images, labels, croppings, learning_rate):
-        with tf.GradientTape() as tape:
-            _, aff, aff_crf = net(images, radius=radius, training=True)
-            loss = gated_affinity_loss(aff, aff_crf, labels, croppings, images, radius)['loss']
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables), learning_rate)
-        return loss
+    step = make_train_step(net, optimizer, radius)
 
     losses = []
     with tqdm(total=max_step, desc='gated affinity', disable=not progress) as bar:
@@ -78,7 +95,7 @@ def train_gated_affinity(net, names, voc12_root, label_dir, crop_size=448, batch
                          for i in order[b * batch_size:(b + 1) * batch_size]]
                 images, labels, croppings = (np.stack(x) for x in zip(*batch))
                 learning_rate = poly_lr(lr, len(losses), max_step, power=0.9, freeze_after_end=True)
-                loss = float(step(images, labels, croppings, tf.constant(learning_rate, tf.float32)))
+                loss = float(step(images, labels, croppings, tf.constant(learning_rate, tf.float32))['loss'])
                 if not np.isfinite(loss):
                     raise FloatingPointError(f'gated affinity loss is {loss} at step {len(losses)}: training stopped')
                 losses.append(loss)
@@ -95,7 +112,7 @@ def main(argv, flag_values=None):
     fv = flags.FLAGS if flag_values is None else flag_values
     if not os.path.isdir(fv.label_dir):
         raise app.UsageError(f'--label_dir: no such directory: {fv.label_dir}')
-    net = build_net(fv.weights, fv.width_multiplier)
+    net = build_net(fv.weights, fv.width_multiplier, fv.seed)
     losses = train_gated_affinity(net, load_img_name_list(fv.train_list), fv.voc12_root, fv.label_dir,
                                   fv.crop_size, fv.batch_size, fv.max_epoches, fv.lr, fv.wt_dec, fv.radius, fv.seed)
     path = save_weights(net, fv.session_name + '.npz')

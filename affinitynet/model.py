@@ -63,7 +63,15 @@ def arch_of(network):
     return _check_arch(name)
 
 
-def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None, dropout=True):
+def _scratch_initializer(seed):
+    if seed is None:
+        return SCRATCH_INITIALIZER
+    return keras.initializers.VarianceScaling(0.5, 'fan_in', 'untruncated_normal',
+                                              seed=keras.random.SeedGenerator(int(seed)))
+
+
+def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=False, bn_decay=None, dropout=True,
+                   scratch_seed=None):
     """The backbone of a cls ('cls') or affinity ('aff') net, frozen layers as the originals' `not_training`.
 
     from_scratch: (ResNet-38 only) half-LeCun-normal conv initialisation and only conv1a frozen
@@ -73,6 +81,9 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
     bn_decay: (ResNet-38 only) None = the original frozen BN; a float trains BN from batch statistics with this
       moving-average decay (from-scratch training: frozen statistics of mean 0 / variance 1 do not normalise).
     dropout: (ResNet-38 only) False = b6/b7 dropout rates 0 (tiny widths from scratch); True = the original.
+    scratch_seed: (from_scratch) None = SCRATCH_INITIALIZER, one seed per layer drawn from Python's `random`
+      (reproducible after `keras.utils.set_random_seed`); an int = a Keras seed generator of that seed, one draw
+      per layer, independent of the global seeds.
 
     Returns:
       keras.Model images -> dict of endpoints: ResNet-38 conv4/conv5/conv6, VGG-16 conv4/conv5/conv5fc
@@ -84,7 +95,7 @@ def build_backbone(arch, kind, width_multiplier=1.0, widths=None, from_scratch=F
         if from_scratch:
             return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                            not_training=resnet38.NOT_TRAINING['psa_base'],
-                                           kernel_initializer=SCRATCH_INITIALIZER, bn_decay=bn_decay,
+                                           kernel_initializer=_scratch_initializer(scratch_seed), bn_decay=bn_decay,
                                            dropout=dropout)
         return resnet38.build_resnet38(width_multiplier, widths, return_endpoints=endpoints,
                                        not_training=resnet38.NOT_TRAINING['psa_' + kind], bn_decay=bn_decay,

@@ -1,12 +1,17 @@
-"""Per-image A2GNN training: our window graph (NeighbourGraph, blocked window attention) against a dense N x N
-transcription of the original (`mytool.generate_aff` matrices, full-row softmax), in the same run.
+"""Per-image A2GNN training: our window graph (NeighbourGraph, blocked window attention) and step against a dense
+N x N transcription of the original's step, in the same run.
 
 Graph: 63 x 47 nodes (a 504 x 376 VOC image at stride 8), radius 3, 5632-d non-negative node features,
-hidden 256, the others script's schedule (50 + 50 Adam steps: split CE, then + 0.3 gated CRF) unless --steps.
-Each variant runs in its own process (tf.function steps for both). Memory, the ratio's figure: peak of
-TensorFlow's CPU allocator during training minus its use just before (inputs and TensorFlow loaded;
-`tf.config.experimental.get_memory_info('CPU:0')`), i.e. the tensors training allocates. Also printed: the growth
-of the process's peak resident set size (includes the graph tracing and malloc's retained pages). The last line reads `sparse vs dense gnn: time ratio <r>x, peak memory ratio <m>x`.
+hidden 256, the others script's schedule (50 + 50 Adam steps: split CE, then + 0.3 gated CRF) unless --epochs.
+Ours is `a2gnn.train.train_gnn`; the reference (`_dense_reference`) keeps the original's formulation: dense
+attention on `mytool.generate_aff` matrices, the criterion run twice on the upsampled logits, the gated CRF
+kernels rebuilt every step and the prediction unfolded. Same initialisation, dropout stream and optimiser, so
+both print the same final loss. Each variant runs in its own process (tf.function steps for both). Memory, the
+ratio's figure: peak of TensorFlow's CPU allocator during training minus its use just before
+(`tf.config.experimental.get_memory_info('CPU:0')`), i.e. the tensors training allocates (weights, optimiser
+state, temporaries, outputs); the node features and the graph exist before training in both variants and are
+not counted. Also printed: the growth of the process's peak resident set size (includes the graph tracing and
+malloc's retained pages). The last line reads `sparse vs dense gnn: time ratio <r>x, peak memory ratio <m>x`.
 """
 import argparse
 import json
@@ -27,6 +32,43 @@ def _rss_mb():
     return float('nan')
 
 
+def _dense_reference(x, adj, cropping, seed, sample, epochs):
+    """The original's per-image loop (`train_infer_A2GNN_others.py` with `mytool.train_with_nocrf` /
+    `train_with_crf`), transcribed: dense [N, N] attention, the logits bilinearly upsampled to the seed and the
+    criterion run twice (bg-only and fg-only seed), the gated CRF kernels rebuilt every step and the prediction
+    unfolded to [1, H, W, C, d, d]. Same model initialisation, dropout stream and optimiser as `train_gnn`."""
+    import tensorflow as tf
+    from a2gnn.gated_crf import create_kernels, potts_loss_unfolded
+    from a2gnn.losses import GATED_CRF_KERNELS, masked_cross_entropy, split_seed
+    from a2gnn.model import A2GNN
+    from a2gnn.train import CRF_WEIGHT_OTHERS, GATED_CRF_RADIUS
+    from common.train.optimizers import TorchAdam
+    model = A2GNN(NFEAT, 256, 21, 3, 0.5, seed=0)
+    optimizer = TorchAdam(weight_decay=5e-4)
+    optimizer.build(model.weights)
+    bg_label, fg_label = split_seed(tf.constant(seed))
+    size = seed.shape[1:]
+    history = []
+
+    def step(with_crf):
+        with tf.GradientTape() as tape:
+            logits, _ = model(x, adj, cropping, training=True)
+            pred = tf.image.resize(tf.reshape(logits, (1, F_H, F_W, -1)), size, 'bilinear')
+            loss = masked_cross_entropy(pred, bg_label) + masked_cross_entropy(pred, fg_label)
+            if with_crf:
+                y = tf.nn.softmax(tf.reshape(logits, (1, F_H, F_W, -1)), axis=-1)
+                kernels = create_kernels(list(GATED_CRF_KERNELS), GATED_CRF_RADIUS, sample, 1, F_H, F_W)
+                loss += CRF_WEIGHT_OTHERS * potts_loss_unfolded(y, kernels, float(F_H * F_W))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.weights), model.weights), 0.03)
+        return loss
+
+    for with_crf in (False, True):
+        compiled = tf.function(lambda with_crf=with_crf: step(with_crf), autograph=False)
+        for _ in range(epochs):
+            history.append({'loss': float(compiled())})
+    return history
+
+
 def _worker(graph_form, epochs):
     import numpy as np
     from a2gnn.graph import adjacency, generate_aff, generate_aff_cropping, neighbour_graph
@@ -38,19 +80,23 @@ def _worker(graph_form, epochs):
     aff = np.exp(-np.abs(rng.normal(size=(F_H, F_W, d, d)))).astype(np.float32)
     seed = rng.choice([0, 3, 255], size=(1, 8 * F_H, 8 * F_W), p=[0.3, 0.2, 0.5]).astype(np.int64)
     sample = {'rgb': rng.normal(size=(1, F_H, F_W, 3)).astype(np.float32)}
-    if graph_form == 'sparse':
-        adj, cropping = neighbour_graph(aff, RADIUS), None
-    else:
-        adj = adjacency(generate_aff(F_H, F_W, aff, RADIUS))
-        cropping = generate_aff_cropping(F_H, F_W, RADIUS)
     import tensorflow as tf
-    x = tf.constant(x)  # the input features exist before training (the affinity net's output)
+    # Inputs of training, in place before it starts in both variants (not counted): the node features (the
+    # affinity net's output) and the graph (NeighbourGraph arrays; the dense adjacency and window mask).
+    x = tf.constant(x)
+    if graph_form == 'sparse':
+        graph = neighbour_graph(aff, RADIUS)
+    else:
+        adj = tf.constant(adjacency(generate_aff(F_H, F_W, aff, RADIUS)))
+        cropping = tf.constant(generate_aff_cropping(F_H, F_W, RADIUS))
     tf.config.experimental.reset_memory_stats('CPU:0')
     tf_before = tf.config.experimental.get_memory_info('CPU:0')['current']
     before = _rss_mb()
     start = time.perf_counter()
-    _, history = train_gnn(x, adj, seed, F_H, F_W, 'others', sample, epochs=epochs, aff_cropping=cropping,
-                           log=lambda m: None)
+    if graph_form == 'sparse':
+        _, history = train_gnn(x, graph, seed, F_H, F_W, 'others', sample, epochs=epochs, log=lambda m: None)
+    else:
+        history = _dense_reference(x, adj, cropping, seed, sample, epochs)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     tf_peak = (tf.config.experimental.get_memory_info('CPU:0')['peak'] - tf_before) / 2 ** 20

@@ -359,10 +359,16 @@ def _interior_point(mask, depth):
     return np.unravel_index(int(np.argmax(np.where(mask, depth + 1.0, 0.0))), mask.shape)
 
 
+def _object_core(inside, keep=0.4):
+    """The `keep` fraction of the object's pixels farthest from its border (bool [H, W])."""
+    depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+    return inside & (depth >= np.percentile(depth[inside], 100 * (1 - keep)))
+
+
 def make_seeds(sample, rng):
     """A2GNN-style seed labels derived from the ground truth ('L', 0 bg, 1..20 class, 255 unlabelled).
 
-    - SEAM_Box: 0 outside every box; inside a box the eroded object pixels get the class, the rest 255.
+    - SEAM_Box: 0 outside every box; inside a box the object's core (as SEAM_Image) gets the class, the rest 255.
     - SEAM_Scribble: one short line through each object's interior and one over the background, rest 255.
     - Scribble_SuperPixel: the scribbles grown to the over-segmentation cells they touch.
     - SEAM_Point: a radius-2 disc at an interior point of each object and at 2 background points.
@@ -377,13 +383,15 @@ def make_seeds(sample, rng):
     # distance of every pixel to the nearest instance border or image edge, for picking interior points
     depth = ndimage.distance_transform_edt(np.pad(~void_ring(instance_map, 2), 1, constant_values=False))[1:-1, 1:-1]
 
+    # Box seeds as the original's (box-filled regions, the parts of the box that may be background unlabelled):
+    # the object's confident core inside its box, not a thin erosion of the ground truth that no propagation
+    # could improve on.
     box_seed = np.zeros((h, w), np.uint8)
     for obj in sample['objects']:
         x0, y0, x1, y1 = obj['box']
         box_seed[y0:y1 + 1, x0:x1 + 1] = IGNORE_LABEL
     for obj in sample['objects']:
-        core = ndimage.binary_erosion(instance_map == obj['instance'], iterations=2)
-        box_seed[core] = obj['class_index']
+        box_seed[_object_core(instance_map == obj['instance'])] = obj['class_index']
     seeds['SEAM_Box'] = box_seed
 
     scribble = np.full((h, w), IGNORE_LABEL, np.uint8)
@@ -430,10 +438,7 @@ def make_seeds(sample, rng):
     image_seed = np.full((h, w), IGNORE_LABEL, np.uint8)
     image_seed[ndimage.binary_erosion(instance_map == 0, iterations=6)] = 0
     for obj in sample['objects']:
-        inside = instance_map == obj['instance']
-        obj_depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
-        core = inside & (obj_depth >= np.percentile(obj_depth[inside], 60))
-        image_seed[core] = obj['class_index']
+        image_seed[_object_core(instance_map == obj['instance'])] = obj['class_index']
     seeds['SEAM_Image'] = image_seed
     return seeds
 

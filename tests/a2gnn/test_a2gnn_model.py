@@ -68,10 +68,11 @@ def test_dropout_only_in_training():
     assert not np.allclose(model(x, graph, training=True)[0].numpy(), eval_a)
 
 
-@pytest.mark.parametrize('f_h, f_w, radius', [(19, 13, 3), (9, 17, 4), (5, 4, 1)])
-def test_window_attention_equals_dense_across_tiles(f_h, f_w, radius):
-    # Grids spanning several 8 x 8 query blocks with partial edge blocks: values and gradients equal the dense
-    # layer (the test oracle), including the cos < 0 mask (signed features here).
+@pytest.mark.parametrize('f_h, f_w, radius, chunk', [(19, 13, 3, 8), (19, 13, 3, 2), (9, 17, 4, 1), (5, 4, 1, 8)])
+def test_window_attention_equals_dense_across_tiles(f_h, f_w, radius, chunk):
+    # Grids spanning several 8 x 8 query blocks with partial edge blocks, processed in one or several chunks
+    # (the backward pass recomputes chunk by chunk): values and gradients equal the dense layer (the test
+    # oracle), including the cos < 0 mask (signed features here).
     rng = np.random.default_rng(f_h)
     d = 2 * radius + 1
     aff = np.exp(-np.abs(rng.normal(size=(f_h, f_w, d, d)))).astype(np.float32)
@@ -81,7 +82,7 @@ def test_window_attention_equals_dense_across_tiles(f_h, f_w, radius):
     beta = tf.constant(0.7)
     cotangent = rng.normal(size=(f_h * f_w, 6)).astype(np.float32)
     outs, grads = [], []
-    for layer in (lambda h, b: window_attention(h, b, graph), lambda h, b: dense_attention(h, b, adj, cropping)):
+    for layer in (lambda h, b: window_attention(h, b, graph, chunk=chunk), lambda h, b: dense_attention(h, b, adj, cropping)):
         with tf.GradientTape() as tape:
             tape.watch([h, beta])
             out = layer(h, beta)

@@ -53,3 +53,28 @@ def test_potts_loss_with_compatibility_matches_potts_for_uniform_matrix():
 def test_potts_loss_rejects_size_mismatch():
     with pytest.raises(ValueError, match='whole multiple'):
         gated_crf_loss(np.ones((1, 4, 4, 2), np.float32) / 2, [{'weight': 1, 'xy': 6}], 1, {}, 6, 6)
+
+
+def test_window_matrix_potts_loss_equals_the_unfolded_form_with_masks_and_batch():
+    """The sparse window-matrix product (values and gradients) against the original's unfolded formulation, for a
+    batch of 2 with source and destination masks (kernels not symmetric) and a radius larger than the image."""
+    from a2gnn.gated_crf import potts_loss, potts_loss_unfolded, window_matrix
+    rng = np.random.default_rng(3)
+    y = tf.constant(tf.nn.softmax(rng.normal(size=(2, 5, 7, 4)).astype(np.float32)))
+    rgb = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    for radius in (2, 6):
+        kernels = create_kernels([{'weight': 1, 'xy': 6, 'rgb': 0.5}], radius, {'rgb': rgb}, 2, 5, 7)
+        mask, mask_dst = ((rng.uniform(size=(2, 5, 7, 1)) > 0.3).astype(np.float32) for _ in range(2))
+        kernels = kernels * tf.image.extract_patches(mask, [1, 2 * radius + 1, 2 * radius + 1, 1], [1, 1, 1, 1],
+                                                     [1, 1, 1, 1], 'SAME')[:, :, :, None].numpy().reshape(
+            2, 5, 7, 1, 2 * radius + 1, 2 * radius + 1) * mask_dst[..., None, None]
+        values, grads = [], []
+        for form in (lambda y: potts_loss(y, window_matrix(kernels), tf.reduce_sum(kernels), 70.0),
+                     lambda y: potts_loss_unfolded(y, kernels, 70.0)):
+            with tf.GradientTape() as tape:
+                tape.watch(y)
+                loss = form(y)
+            values.append(loss.numpy())
+            grads.append(tape.gradient(loss, y).numpy())
+        np.testing.assert_allclose(values[0], values[1], rtol=1e-5)
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)

@@ -12,10 +12,7 @@ def test_final_labels_match_golden(a2g, check_output, name):
     result = final_labels(ins['logits'], ins['img'], tuple(args['feature_size']), args['rw'], ins['aff_dense'],
                           ins['cam_keys'], ins['cam_values'], args['alpha'], args['beta'], args['logt'],
                           args['rw_weight'])
-    # torch's float32 bilinear kernel rounds differently from any order reproduced here: 2 of 72450 resized logits
-    # differ by up to 1.7e-6 (manifest atol 1e-6), so this one output gets atol 2e-6.
-    np.testing.assert_allclose(result['pred_resized'].numpy(), outs['pred_resized'], rtol=1e-5, atol=2e-6)
-    keys = ['pred_probs'] + (['trans_mat', 'cam_rw_pred'] if args['rw'] else [])
+    keys = ['pred_resized', 'pred_probs'] + (['trans_mat', 'cam_rw_pred'] if args['rw'] else [])
     for key in keys:
         check_output(case, outs, key, result[key])
     # The label: exact except where the CRF's top-2 gap (on our probabilities) is tiny.
