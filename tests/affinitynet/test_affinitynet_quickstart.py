@@ -7,7 +7,7 @@ import sys
 import pytest
 
 # reduced from the quick start's defaults (see affinitynet/quickstart.py) to fit a few minutes on 2 cores
-REDUCED = ['--num_images', '120', '--pseudo_images', '24', '--cls_steps', '200', '--aff_steps', '40']
+REDUCED = ['--pseudo_images', '24', '--cls_steps', '200', '--aff_steps', '40']
 
 
 @pytest.mark.slow
