@@ -246,10 +246,14 @@ def _voc_sizes(rng, height, width):
     return h, w
 
 
-def _place_objects(rng, h, w):
-    """Draws 2-4 objects of distinct classes; later ones occlude earlier ones, each keeps a visible area."""
+def _place_objects(rng, h, w, classes=None):
+    """Draws 2-4 objects of distinct classes (of `classes`, a sorted tuple of class ids, or all 20 if None; at
+    most as many objects as classes); later ones occlude earlier ones, each keeps a visible area."""
     num_objects = int(rng.integers(2, 5))
-    classes = [int(c) + 1 for c in rng.choice(20, num_objects, replace=False)]
+    if classes is None:
+        classes = [int(c) + 1 for c in rng.choice(20, num_objects, replace=False)]
+    else:
+        classes = [classes[int(i)] for i in rng.choice(len(classes), min(num_objects, len(classes)), replace=False)]
     min_area = max(30, int(0.02 * h * w))
     instance_map = np.zeros((h, w), np.uint8)
     kept = []
@@ -266,7 +270,17 @@ def _place_objects(rng, h, w):
     return kept, instance_map
 
 
-def make_voc_sample(seed, index, height=None, width=None, void_width=3, jpeg_quality=90):
+def _check_classes(classes):
+    """None, or the sorted distinct VOC class ids of `classes` (1..20, at least 2)."""
+    if classes is None:
+        return None
+    ids = sorted({int(c) for c in classes})
+    if len(ids) < 2 or ids[0] < 1 or ids[-1] > 20:
+        raise ValueError(f'--classes: need at least 2 distinct VOC class ids in 1..20, got {list(classes)}')
+    return tuple(ids)
+
+
+def make_voc_sample(seed, index, height=None, width=None, void_width=3, jpeg_quality=90, classes=None):
     """One synthetic VOC image with its annotations (pure: depends on (seed, index) only).
 
     Args:
@@ -275,16 +289,19 @@ def make_voc_sample(seed, index, height=None, width=None, void_width=3, jpeg_qua
       height, width: fixed size, or None for a random size in 96..160 (per image, not square).
       void_width: void ring window (`void_ring`); 0/1 disables the ring.
       jpeg_quality: JPEG quality of the stored image.
+      classes: optional VOC class ids (1..20, at least 2 distinct) the objects are drawn from; None = all 20
+        (the default draw, unchanged).
     Returns:
       dict with 'jpeg' (bytes), 'image' (uint8 [H,W,3] decoded JPEG), 'class_map' (uint8 [H,W], no ring),
       'instance_map' (uint8 [H,W]), 'ring' (bool [H,W]), 'objects' (list of dicts: class_index, name, box
       (xmin, ymin, xmax, ymax) 0-based inclusive of the visible pixels, truncated, instance), 'hed' (uint8 [H,W]),
       'id' (str) and 'rng' (the numpy Generator after drawing the image; `make_seeds` continues from it).
     """
+    classes = _check_classes(classes)
     for attempt in range(100):
         rng = np.random.default_rng([int(seed), int(index), 0x5EED, attempt])
         h, w = _voc_sizes(rng, height, width)
-        kept, instance_map = _place_objects(rng, h, w)
+        kept, instance_map = _place_objects(rng, h, w, classes)
         if len(kept) >= 2:  # otherwise a pathological draw: redraw the whole image
             break
     class_lut = np.array([0] + kept, np.uint8)
@@ -454,7 +471,7 @@ def _voc_splits(num_images):
     return order[:n_val], order[n_val:n_val + n_train], order[n_val + n_train:]
 
 
-def _generate_voc(out_dir, num_images, seed, height, width, void_width, jpeg_quality, progress):
+def _generate_voc(out_dir, num_images, seed, height, width, void_width, jpeg_quality, progress, classes=None):
     from common.data.cls_labels import save_cls_labels
     from common.data.lists import write_image_list
 
@@ -468,7 +485,7 @@ def _generate_voc(out_dir, num_images, seed, height, width, void_width, jpeg_qua
     stats = _Stats(len(VOC_CLASS_NAMES))
     seed_pixels = {name: [0, 0] for name in SEED_FOLDERS}
     for index in _progress(range(num_images), progress, 'voc'):
-        sample = make_voc_sample(seed, index, height, width, void_width, jpeg_quality)
+        sample = make_voc_sample(seed, index, height, width, void_width, jpeg_quality, classes)
         image_id = sample['id']
         h, w = sample['class_map'].shape
         is_sbd = index in sbd_set
@@ -757,7 +774,7 @@ def _progress(iterable, enabled, desc):
 
 
 def generate(layout, out_dir, num_images, seed=0, height=None, width=None, void_width=3, jpeg_quality=90,
-             progress=False):
+             progress=False, classes=None):
     """Writes a synthetic data set in a real on-disk layout.
 
     Args:
@@ -769,6 +786,8 @@ def generate(layout, out_dir, num_images, seed=0, height=None, width=None, void_
       void_width: VOC void ring window (0 = no ring).
       jpeg_quality: VOC JPEG quality.
       progress: show a tqdm bar.
+      classes: VOC only: optional VOC class ids (1..20, at least 2 distinct) to draw the objects from, e.g. a few
+        classes so that a small set has many examples of each; None = all 20 (output unchanged).
     Returns:
       summary dict: layout, paths (data_dir, lists, ...), split sizes, num_images, class_pixel_frequency,
       ignored_pixel_fraction, objects_per_image, image_size.
@@ -780,9 +799,13 @@ def generate(layout, out_dir, num_images, seed=0, height=None, width=None, void_
     for flag, value in (('height', height), ('width', width)):
         if value is not None and int(value) < 16:
             raise ValueError(f'--{flag}: must be >= 16 pixels, got {value}')
+    classes = _check_classes(classes)
+    if classes is not None and layout != 'voc':
+        raise ValueError(f'--classes: only for the voc layout, got layout {layout!r}')
     out_dir = check_writable_dir(os.path.abspath(out_dir), '--out')
     if layout == 'voc':
-        return _generate_voc(out_dir, int(num_images), int(seed), height, width, void_width, jpeg_quality, progress)
+        return _generate_voc(out_dir, int(num_images), int(seed), height, width, void_width, jpeg_quality, progress,
+                             classes)
     if layout == 'cityscapes':
         return _generate_cityscapes(out_dir, int(num_images), int(seed), height, width, progress)
     return _generate_gta5(out_dir, int(num_images), int(seed), height, width, progress)

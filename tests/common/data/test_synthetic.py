@@ -316,3 +316,22 @@ def test_unwritable_output_folder_is_named(tmp_path):
     blocker.write_text('')
     with pytest.raises(OSError, match=r'--out .*a_file/voc: cannot write to the output folder'):
         synthetic.generate('voc', str(blocker / 'voc'), 2)
+
+
+def test_voc_classes_subset_draws_only_those_classes(tmp_path):
+    synthetic.generate('voc', str(tmp_path), 8, seed=2, height=48, width=48, classes=(3, 1, 7))
+    labels = np.load(tmp_path / 'voc12/cls_labels.npy', allow_pickle=True).item()
+    present = set()
+    for vector in labels.values():
+        present |= set((np.flatnonzero(vector) + 1).tolist())
+        assert vector.sum() >= 2
+    assert present <= {1, 3, 7} and len(present) >= 2
+    for path in (tmp_path / 'VOCdevkit/VOC2012/SegmentationClassAug').glob('*.png'):
+        assert set(np.unique(_png(path)[1]).tolist()) <= {0, 1, 3, 7, 255}
+    sample = synthetic.make_voc_sample(2, 0, 48, 48)
+    assert sample['jpeg'] == synthetic.make_voc_sample(2, 0, 48, 48, classes=None)['jpeg']
+    for bad in ((4,), (0, 1), (1, 21)):
+        with pytest.raises(ValueError, match='--classes'):
+            synthetic.generate('voc', str(tmp_path / 'bad'), 2, classes=bad)
+    with pytest.raises(ValueError, match='--classes'):
+        synthetic.generate('gta5', str(tmp_path / 'bad'), 2, classes=(1, 2))
