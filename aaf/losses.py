@@ -100,6 +100,34 @@ def size_softmax(w_raw, num_classes):
     return tf.nn.softmax(tf.reshape(w_raw, [num_classes, -1]), axis=-1)
 
 
+def adaptive_affinity_loss_per_size(labels, probs, num_classes, kld_margin, w_edge=None, w_not_edge=None,
+                                    sizes=AAF_SIZES):
+    """The literal (gather) adaptive affinity loss for every size, as the original builds it size by size.
+
+    Args:
+      labels: [N, H, W, 1] integer labels.
+      probs: [N, H, W, C] softmax probabilities.
+      w_edge, w_not_edge: [C, len(sizes)] per-class size weights AFTER `size_softmax`, or None for weight 1.
+      sizes: neighbour distances; the j-th size uses column j of the weights.
+    Returns:
+      (edge_losses, not_edge_losses): lists of 1-D tensors, one per size (their means are the original's terms).
+    """
+    one_hot_lab = tf.one_hot(tf.squeeze(tf.cast(labels, tf.int32), axis=-1), depth=num_classes)
+
+    def column(w, index):
+        if w is None:
+            return tf.ones([1, 1, 1, num_classes, 1])
+        return tf.reshape(w[:, index], [1, 1, 1, num_classes, 1])
+
+    edges, not_edges = [], []
+    for index, size in enumerate(sizes):
+        edge_loss, not_edge_loss = adaptive_affinity_loss(labels, one_hot_lab, probs, size, num_classes, kld_margin,
+                                                          column(w_edge, index), column(w_not_edge, index))
+        edges.append(edge_loss)
+        not_edges.append(not_edge_loss)
+    return edges, not_edges
+
+
 def affinity_loss_fused(labels, probs, num_classes, kld_margin):
     """Fused affinity field loss at distance 1.
 
@@ -246,17 +274,12 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
                 labels, probs, num_classes, kld_margin, weights.edge_w, weights.nonedge_w, sizes=sizes, impl=impl)
         else:
             w_edge, w_not_edge = weights()
-            one_hot_lab = tf.one_hot(tf.squeeze(tf.cast(labels, tf.int32), axis=-1), depth=num_classes)
-            edges, not_edges, edge_counts, not_edge_counts = [], [], [], []
-            for index, size in enumerate(sizes):
-                edge_loss, not_edge_loss = adaptive_affinity_loss(
-                    labels, one_hot_lab, probs, size, num_classes, kld_margin,
-                    tf.reshape(w_edge[:, index], [1, 1, 1, num_classes, 1]),
-                    tf.reshape(w_not_edge[:, index], [1, 1, 1, num_classes, 1]))
-                edges.append(tf.reduce_mean(edge_loss))
-                not_edges.append(tf.reduce_mean(not_edge_loss))
-                edge_counts.append(tf.shape(edge_loss)[0])
-                not_edge_counts.append(tf.shape(not_edge_loss)[0])
+            edge_losses, not_edge_losses = adaptive_affinity_loss_per_size(
+                labels, probs, num_classes, kld_margin, w_edge, w_not_edge, sizes)
+            edges = [tf.reduce_mean(e) for e in edge_losses]
+            not_edges = [tf.reduce_mean(e) for e in not_edge_losses]
+            edge_counts = [tf.shape(e)[0] for e in edge_losses]
+            not_edge_counts = [tf.shape(e)[0] for e in not_edge_losses]
             edge, not_edge = tf.stack(edges), tf.stack(not_edges)
             edge_count, not_edge_count = tf.stack(edge_counts), tf.stack(not_edge_counts)
     name = 'aff_loss' if mode == 'affinity' else 'aaf_loss'

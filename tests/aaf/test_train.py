@@ -144,7 +144,7 @@ def test_aaf_loss_falls(aaf_run):
 def test_aaf_weights_move_by_gradient_ascent(aaf_run):
     """After step 0 (TF1 momentum, zero slots): w1 = w0 + lr * dL_aaf/dw, dL computed independently here with
     the literal (non-fused) loss on the same batch and weights; a descent update would give the opposite sign."""
-    from aaf.losses import adaptive_affinity_loss
+    from aaf.losses import adaptive_affinity_loss_per_size
     from common.data.aaf_reader import shrink_labels
     trainer, recorder = aaf_run['trainer'], aaf_run['recorder']
     num_classes = 21
@@ -160,16 +160,12 @@ def test_aaf_weights_move_by_gradient_ascent(aaf_run):
     def aaf_loss(w_edge_raw, w_not_edge_raw, probs, small_labels):
         w_edge = tf.nn.softmax(tf.reshape(w_edge_raw, [num_classes, 3]), axis=-1)
         w_not_edge = tf.nn.softmax(tf.reshape(w_not_edge_raw, [num_classes, 3]), axis=-1)
-        one_hot = tf.one_hot(tf.cast(small_labels[..., 0], tf.int32), num_classes)
+        edges, not_edges = adaptive_affinity_loss_per_size(small_labels, probs, num_classes, 3.0, w_edge,
+                                                           w_not_edge, (1, 2, 3))
         total = 0.0
-        for index, size in enumerate((1, 2, 3)):
-            edge, not_edge = adaptive_affinity_loss(
-                small_labels, one_hot, probs, size, num_classes, 3.0,
-                tf.reshape(w_edge[:, index], [1, 1, 1, num_classes, 1]),
-                tf.reshape(w_not_edge[:, index], [1, 1, 1, num_classes, 1]))
+        for terms in edges + not_edges:
             # An empty set adds 0 (the fused training op's rule; the literal mean would be NaN, Q-A3).
-            for terms in (edge, not_edge):
-                total += tf.math.divide_no_nan(tf.reduce_sum(terms), tf.cast(tf.size(terms), tf.float32))
+            total += tf.math.divide_no_nan(tf.reduce_sum(terms), tf.cast(tf.size(terms), tf.float32))
         return total  # dec = 10^0 = 1 at step 0
 
     try:

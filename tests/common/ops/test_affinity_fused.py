@@ -36,20 +36,11 @@ def _literal_with_grads(labels, logits, num_classes, margin, sizes, w_edge_raw=N
     """The literal (gather) form: per-size vectors, means, counts, total loss and gradients."""
     variables = [tf.Variable(w) for w in (w_edge_raw, w_not_edge_raw) if w is not None]
     logits = tf.constant(logits)
-    one_hot = tf.one_hot(tf.cast(labels[..., 0], tf.int32), num_classes)
     with tf.GradientTape() as tape:
         tape.watch(logits)
-        probs = tf.nn.softmax(logits)
-        edges, not_edges = [], []
-        for index, size in enumerate(sizes):
-            if variables:
-                w = [tf.reshape(literal.size_softmax(v, num_classes)[:, index], [1, 1, 1, num_classes, 1])
-                     for v in variables]
-            else:
-                w = [tf.ones([1, 1, 1, num_classes, 1])] * 2
-            e, ne = literal.adaptive_affinity_loss(labels, one_hot, probs, size, num_classes, margin, w[0], w[1])
-            edges.append(e)
-            not_edges.append(ne)
+        weights = [literal.size_softmax(v, num_classes) for v in variables] or [None, None]
+        edges, not_edges = literal.adaptive_affinity_loss_per_size(labels, tf.nn.softmax(logits), num_classes,
+                                                                    margin, weights[0], weights[1], sizes)
         loss = tf.add_n([tf.reduce_mean(e) + tf.reduce_mean(ne) for e, ne in zip(edges, not_edges)])
     grads = tape.gradient(loss, [logits] + variables)
     return edges, not_edges, loss, grads

@@ -55,22 +55,15 @@ def _literal_means(labels, logits, num_classes, margin, sizes, w_edge_raw=None, 
     """The literal (gather) form's per-size means, counts and the same weighted total's gradients."""
     variables = [tf.Variable(w) for w in (w_edge_raw, w_not_edge_raw) if w is not None]
     logits = tf.constant(logits)
-    one_hot = tf.one_hot(tf.cast(labels[..., 0], tf.int32), num_classes)
     with tf.GradientTape() as tape:
         tape.watch(logits)
-        probs = tf.nn.softmax(logits)
-        edges, not_edges, counts = [], [], []
-        for index, size in enumerate(sizes):
-            if variables:
-                w = [tf.reshape(literal.size_softmax(v, num_classes)[:, index], [1, 1, 1, num_classes, 1])
-                     for v in variables]
-            else:
-                w = [tf.ones([1, 1, 1, num_classes, 1])] * 2
-            e, ne = literal.adaptive_affinity_loss(labels, one_hot, probs, size, num_classes, margin, w[0], w[1])
-            edges.append(tf.reduce_mean(e))
-            not_edges.append(tf.reduce_mean(ne))
-            counts.append((e.shape[0], ne.shape[0]))
+        weights = [literal.size_softmax(v, num_classes) for v in variables] or [None, None]
+        edge_losses, not_edge_losses = literal.adaptive_affinity_loss_per_size(
+            labels, tf.nn.softmax(logits), num_classes, margin, weights[0], weights[1], sizes)
+        edges = [tf.reduce_mean(e) for e in edge_losses]
+        not_edges = [tf.reduce_mean(ne) for ne in not_edge_losses]
         total = tf.reduce_sum(tf.stack(edges) * 1.7 + tf.stack(not_edges) * tf.range(1.0, len(sizes) + 1.0))
+    counts = [(e.shape[0], ne.shape[0]) for e, ne in zip(edge_losses, not_edge_losses)]
     return np.asarray(edges), np.asarray(not_edges), counts, tape.gradient(total, [logits] + variables)
 
 
