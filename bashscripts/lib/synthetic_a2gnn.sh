@@ -23,14 +23,6 @@ MODEL_FLAGS=${MODEL_FLAGS:---width_multiplier 0.0625}
 AFF_FLAGS=${AFF_FLAGS:---crop_size ${SIZE} --batch_size 2 --max_epoches 10}
 GNN_FLAGS=${GNN_FLAGS:---epochs 50}
 OUT=${OUT:-runs/synthetic/a2gnn_${SUPERVISION}}
-GT_DIR=${VOC12_ROOT}/SegmentationClassAug/
-DEEPLAB_NUM_STEPS=${DEEPLAB_NUM_STEPS:-100}
-DEEPLAB_BATCH_SIZE=${DEEPLAB_BATCH_SIZE:-8}
-DEEPLAB_INPUT_SIZE=${DEEPLAB_INPUT_SIZE:-96,96}
-DEEPLAB_LR=${DEEPLAB_LR:-1e-2}
-DEEPLAB_RESTORE_FROM=""
-DEEPLAB_INFERENCE_SIZE=96,96
-DEEPLAB_INFERENCE_STRIDES=64,64
-DEEPLAB_MODEL_FLAGS=${DEEPLAB_MODEL_FLAGS:---backbone-filters 8,16,32,64 --backbone-blocks 1,1,1,1 --bn-decay 0.99}
+source "$(dirname "${BASH_SOURCE[0]}")/synthetic_deeplab.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/a2gnn_pipeline.sh"
 a2gnn_run_pipeline

@@ -27,14 +27,6 @@ MAX_STEPS_CLS=${MAX_STEPS_CLS:-120}; MAX_STEPS_AFF=${MAX_STEPS_AFF:-60}
 CLS_FLAGS=${CLS_FLAGS:---bn_decay 0.9 --resize_long $((SIZE * 7 / 8)),$((SIZE * 9 / 8)) --nodropout --color_jitter 0.3,0.3,0.3,0 --intended_momentum --lr 0.01}
 AFF_FLAGS=${AFF_FLAGS:---bn_decay 0.9 --nodropout}
 ALPHA_LOW=4; ALPHA_HIGH=32; ALPHA_RW=16; BETA=8; LOGT=${LOGT:-8}
-GT_DIR=${VOC12_ROOT}/SegmentationClassAug/
-DEEPLAB_NUM_STEPS=${DEEPLAB_NUM_STEPS:-100}
-DEEPLAB_BATCH_SIZE=${DEEPLAB_BATCH_SIZE:-8}
-DEEPLAB_INPUT_SIZE=${DEEPLAB_INPUT_SIZE:-96,96}
-DEEPLAB_LR=${DEEPLAB_LR:-1e-2}
-DEEPLAB_RESTORE_FROM=""
-DEEPLAB_INFERENCE_SIZE=96,96
-DEEPLAB_INFERENCE_STRIDES=64,64
-DEEPLAB_MODEL_FLAGS=${DEEPLAB_MODEL_FLAGS:---backbone-filters 8,16,32,64 --backbone-blocks 1,1,1,1 --bn-decay 0.99}
+source "$(dirname "$0")/../lib/synthetic_deeplab.sh"
 source "$(dirname "$0")/../lib/psa_pipeline.sh"
 psa_run_pipeline
