@@ -136,12 +136,17 @@ def node_logits_to_image(x, f_h, f_w, size):
 
     Separable: two small matmuls with the interpolation matrices (columns first, then rows, as torch's kernel),
     so the backward pass is two matmuls too (the gather form's gradient scatters four full-size tensors)."""
-    x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (f_h, f_w, -1))
     height, width = (int(s) for s in size)
+    columns = _resize_columns(x, f_h, f_w, width)
+    return tf.reshape(tf.matmul(interpolation_matrix(f_h, height), columns), (1, height, width, -1))
+
+
+def _resize_columns(x, f_h, f_w, width):
+    """First half of `node_logits_to_image`: node logits [f_h*f_w, C] resized along x -> [f_h, width*C]."""
+    x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (f_h, f_w, -1))
     num_class = int(x.shape[-1])
     columns = tf.matmul(tf.transpose(x, (0, 2, 1)), interpolation_matrix(f_w, width), transpose_b=True)
-    columns = tf.reshape(tf.transpose(columns, (0, 2, 1)), (f_h, width * num_class))  # [f_h, W*C]
-    return tf.reshape(tf.matmul(interpolation_matrix(f_h, height), columns), (1, height, width, num_class))
+    return tf.reshape(tf.transpose(columns, (0, 2, 1)), (f_h, width * num_class))
 
 
 def split_ce_from_pred(pred, seed):
@@ -162,6 +167,66 @@ def split_ce_from_pred(pred, seed):
         return total / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
 
     return term(background), term(foreground)
+
+
+def split_ce_from_nodes(x, seed, f_h, f_w, chunk_rows=64):
+    """`split_ce_from_pred(node_logits_to_image(x, ...), seed)` without the full-resolution prediction.
+
+    The per-image trainer's form: the prediction, its softmax and its gradient exist `chunk_rows` image rows at a
+    time (forward: the two sums; backward: the rows recomputed and their gradient pulled back through the row
+    interpolation), instead of several [1, H, W, C] tensors. Same values as the whole-image form up to the
+    summation order.
+
+    Args:
+      x: [f_h*f_w, C] node logits; seed: [1, H, W] int seed; chunk_rows: image rows per chunk.
+    Returns:
+      (bg_loss, fg_loss).
+    """
+    seed = tf.convert_to_tensor(seed)
+    height, width = int(seed.shape[1]), int(seed.shape[2])
+    labels = tf.cast(seed[0], tf.int32)
+    background = tf.equal(labels, 0)
+    foreground = tf.logical_and(~background, tf.not_equal(labels, IGNORE_LABEL))
+    safe_labels = tf.where(foreground, labels, tf.zeros_like(labels))
+    bg_count = tf.maximum(tf.reduce_sum(tf.cast(background, tf.float32)), 1.0)
+    fg_count = tf.maximum(tf.reduce_sum(tf.cast(foreground, tf.float32)), 1.0)
+    row_matrix = interpolation_matrix(f_h, height)
+    chunks = [slice(start, min(start + chunk_rows, height)) for start in range(0, height, chunk_rows)]
+
+    def chunk_logits(columns, rows):
+        return tf.reshape(tf.matmul(row_matrix[rows], columns), (-1, width, int(columns.shape[1]) // width))
+
+    @tf.custom_gradient
+    def losses(columns):
+        bg_total, fg_total, previous = 0.0, 0.0, []
+        for rows in chunks:
+            with tf.control_dependencies(previous):  # one chunk after the other: bounded temporaries
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels[rows],
+                                                                    logits=chunk_logits(columns, rows))
+                bg_total += tf.reduce_sum(tf.where(background[rows], ce, tf.zeros_like(ce)))
+                fg_total += tf.reduce_sum(tf.where(foreground[rows], ce, tf.zeros_like(ce)))
+            previous = [bg_total, fg_total]
+
+        def grad(d_bg, d_fg):
+            pixel_weight = tf.where(background, d_bg / bg_count,
+                                    tf.where(foreground, d_fg / fg_count, tf.zeros_like(d_fg)))  # [H, W]
+            grad_columns, previous = tf.zeros_like(columns), [d_bg, d_fg]
+            for rows in chunks:
+                with tf.control_dependencies(previous):
+                    logits = chunk_logits(columns, rows)
+                    # d CE / d logits = softmax - one_hot, the op's second output.
+                    _, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+                        features=tf.reshape(logits, (-1, int(logits.shape[-1]))),
+                        labels=tf.reshape(safe_labels[rows], (-1,)))
+                    grad_logits = tf.reshape(backprop * tf.reshape(pixel_weight[rows], (-1, 1)),
+                                             (-1, int(columns.shape[1])))
+                    grad_columns += tf.matmul(row_matrix[rows], grad_logits, transpose_a=True)
+                previous = [grad_columns]
+            return grad_columns
+
+        return (bg_total / bg_count, fg_total / fg_count), grad
+
+    return losses(_resize_columns(x, f_h, f_w, width))
 
 
 def split_ce_loss(x, seed, f_h, f_w):

@@ -5,8 +5,8 @@ its own trainable scalar beta ~ U(0, 1); logits = H W_o. The attention mask is -
 window (and where the cosine is negative, which never happens for the non-negative H).
 
 Two graph forms give the same numbers: the original's dense [N, N] `adj` and window mask, or a
-`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention runs per 8 x 8 block of
-nodes against the block's (8+2r)^2 neighbourhood, masked to each node's window: two batched matmuls instead of
+`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention runs per 6 x 6 block of
+nodes against the block's (6+2r)^2 neighbourhood, masked to each node's window: two batched matmuls instead of
 [N, N] ones (see benchmarks/a2gnn_graph.py).
 """
 import numpy as np
@@ -16,8 +16,8 @@ from a2gnn.graph import NeighbourGraph
 from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
-TILE = 8  # query block side of window_attention (keys: (TILE + 2r)^2 per block)
-CHUNK = 24  # query blocks window_attention processes at a time (more chunks: less memory, longer tracing)
+TILE = 6  # query block side of window_attention (keys: (TILE + 2r)^2 per block)
+CHUNK = 15  # query blocks window_attention processes at a time (more chunks: less memory, longer tracing)
 
 
 def _xavier_uniform(rng, shape):
@@ -51,40 +51,45 @@ def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
     precomputed `tile_layout`. Only [chunk, tile^2, (tile+2r)^2] scores and [chunk, (tile+2r)^2, F] key blocks
     exist at a time (chunks of `chunk` blocks run one after the other), instead of the dense form's [N, N]
     matrices or a gathered [N, K, F] neighbour tensor; the backward pass recomputes them chunk by chunk from the
-    layer's input (one more forward of the layer, a fraction of the embedding's cost), so a training step keeps
-    only the [N, F] input of each layer.
+    layer's input (one more forward of the layer, a fraction of the embedding's cost) and adds each chunk's
+    query and key gradients into one [N, F] gradient in place, so a training step keeps only the [N, F] input
+    of each layer.
     """
     layout = _layout_tensors(graph, tile)
     num_blocks = int(layout['query_index'].shape[0])
     chunks = [slice(start, min(start + chunk, num_blocks)) for start in range(0, num_blocks, chunk)]
 
+    def gathered(h, part):
+        return tf.gather(h, layout['query_index'][part]), tf.gather(h, layout['key_index'][part])
+
     @tf.custom_gradient
     def attend(h, beta):
-        padded = tf.concat([h, tf.zeros_like(h[:1])], axis=0)  # row N: out-of-grid node
-        norms = _safe_norm(padded)
         blocks, previous = [], []
         for part in chunks:
             with tf.control_dependencies(previous):  # one chunk after the other: bounded temporaries
-                blocks.append(_attention_blocks(padded, norms, beta, layout, part))
+                blocks.append(_attention_blocks(*gathered(h, part), beta, layout, part))
             previous = blocks[-1:]
         out = tf.reshape(tf.concat(blocks, axis=0), (-1, int(h.shape[-1])))
 
         def grad(upstream):
-            # d out / d blocks: the node rows back in block order (out-of-grid query rows get 0).
-            block_grads = tf.reshape(tf.math.unsorted_segment_sum(upstream, layout['node_slot'], int(out.shape[0])),
-                                     (num_blocks, *blocks[0].shape[1:]))
             grad_h, grad_beta, previous = tf.zeros_like(h), tf.zeros_like(beta), [upstream]
             for part in chunks:
                 # Recompute only once the gradient arrives and the previous chunk is done: without the
                 # dependencies the graph would run every recomputation during the forward pass.
                 with tf.control_dependencies(previous):
-                    h_again, beta_again = tf.identity(h), tf.identity(beta)
+                    queries, keys = gathered(h, part)
+                    beta_again = tf.identity(beta)
                 with tf.GradientTape() as tape:
-                    tape.watch([h_again, beta_again])
-                    padded_again = tf.concat([h_again, tf.zeros_like(h_again[:1])], axis=0)
-                    block = _attention_blocks(padded_again, _safe_norm(padded_again), beta_again, layout, part)
-                part_h, part_beta = tape.gradient(block, [h_again, beta_again], output_gradients=block_grads[part])
-                grad_h, grad_beta = grad_h + part_h, grad_beta + part_beta
+                    tape.watch([queries, keys, beta_again])
+                    block = _attention_blocks(queries, keys, beta_again, layout, part)
+                # d out / d block: the query nodes' rows (0 for out-of-grid query slots).
+                block_grad = tf.gather(upstream, layout['query_index'][part]) * layout['query_valid'][part]
+                grad_queries, grad_keys, part_beta = tape.gradient(block, [queries, keys, beta_again],
+                                                                   output_gradients=block_grad)
+                # Scatter-adds into the running gradient (updated in place): no dense [N, F] per gather.
+                grad_h = tf.tensor_scatter_nd_add(grad_h, layout['query_index'][part][..., None], grad_queries)
+                grad_h = tf.tensor_scatter_nd_add(grad_h, layout['key_index'][part][..., None], grad_keys)
+                grad_beta += part_beta
                 previous = [grad_h, grad_beta]
             return grad_h, grad_beta
 
@@ -95,20 +100,27 @@ def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
 
 def _layout_tensors(graph, tile):
     """`tile_layout` as tensors, built once per graph and tile outside any tf.function being traced: a step
-    function captures them instead of embedding the arrays as graph constants in every chunk (slow to trace)."""
+    function captures them instead of embedding the arrays as graph constants in every chunk (slow to trace).
+
+    Out-of-grid query and key slots point at the last node instead of one past it, so the layer gathers from
+    its input without a zero row appended: such keys are never allowed (weight exactly 0, zero gradient) and
+    such query rows are dropped, so the borrowed values never reach an output or a gradient."""
     cache = graph.__dict__.setdefault('_layout_tensors', {})
     if tile not in cache:
+        layout = tile_layout(graph, tile)
+        last = graph.num_nodes - 1
+        layout['query_valid'] = (layout['query_index'] <= last).astype(np.float32)[..., None]
+        for key in ('query_index', 'key_index'):
+            layout[key] = np.minimum(layout[key], last)
         with tf.init_scope():
-            cache[tile] = {key: tf.constant(value) for key, value in tile_layout(graph, tile).items()}
+            cache[tile] = {key: tf.constant(value) for key, value in layout.items()}
     return cache[tile]
 
 
-def _attention_blocks(padded, norms, beta, layout, part):
-    """Attention outputs [blocks, t*t, F] of the query blocks `part` (a slice) of `tile_layout`."""
-    query_index, key_index = layout['query_index'][part], layout['key_index'][part]
-    queries = tf.gather(padded, query_index)  # [b, t*t, F]
-    keys = tf.gather(padded, key_index)  # [b, s*s, F]
-    denominator = tf.gather(norms, query_index)[:, :, None] * tf.gather(norms, key_index)[:, None, :] + 1e-7
+def _attention_blocks(queries, keys, beta, layout, part):
+    """Attention outputs [blocks, t*t, F] of the query blocks `part` (a slice) of `tile_layout`, from the gathered
+    queries [blocks, t*t, F] and keys [blocks, s*s, F]."""
+    denominator = _safe_norm(queries)[:, :, None] * _safe_norm(keys)[:, None, :] + 1e-7
     cos = tf.matmul(queries, keys, transpose_b=True) / denominator
     allowed = tf.logical_and(layout['allowed'][part], cos >= 0)
     weights = tf.nn.softmax(tf.where(allowed, beta * cos + 10.0 * layout['adj'][part], MASK_VALUE), axis=-1)
@@ -153,6 +165,20 @@ def tile_layout(graph, tile=TILE):
             'node_slot': node_slot}
 
 
+def _relu_dropout(pre, keep, rate):
+    """where(keep, relu(pre) / (1 - rate), 0) whose gradient keeps only the [N, F] bool mask of the active units
+    (op by op, the relu output and the scaled copy stay alive until the backward pass)."""
+    active = tf.logical_and(keep, pre > 0)
+
+    @tf.custom_gradient
+    def apply(pre):
+        def grad(upstream):
+            return tf.where(active, upstream / (1.0 - rate), 0.0)
+        return tf.where(active, pre / (1.0 - rate), 0.0), grad
+
+    return apply(pre)
+
+
 class A2GNN(tf.Module):
     """`A2GNN(nfeat, nhid, nclass, nlayers, dropout_rate)`; variables carry the original PyTorch names
     (embeddinglayer.weight [nfeat, nhid], attentionlayers.<i>.beta [1], outputlayer.weight [nhid, nclass]).
@@ -181,10 +207,12 @@ class A2GNN(tf.Module):
         return [self.embedding, *self.betas, self.output_weight]
 
     def __call__(self, x, adj, aff_cropping=None, training=False):
-        h = tf.nn.relu(tf.matmul(tf.convert_to_tensor(x, tf.float32), self.embedding))
+        h = tf.matmul(tf.convert_to_tensor(x, tf.float32), self.embedding)
         if training and self.dropout_rate > 0:
             keep = self._dropout_seed.uniform(tf.shape(h)) >= self.dropout_rate
-            h = tf.where(keep, h / (1.0 - self.dropout_rate), 0.0)
+            h = _relu_dropout(h, keep, self.dropout_rate)
+        else:
+            h = tf.nn.relu(h)
         sparse = isinstance(adj, NeighbourGraph)
         if not sparse:
             if aff_cropping is None:

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from a2gnn.gated_crf import create_kernels, potts_loss, window_matrix
 from a2gnn.losses import (GATED_CRF_KERNELS, IGNORE_LABEL, box_mp_loss_from_nodes, node_logits_to_image,
-                          split_ce_from_pred, split_ce_loss)
+                          split_ce_from_nodes, split_ce_from_pred, split_ce_loss)
 from a2gnn.model import A2GNN
 from common.train.optimizers import TorchAdam
 
@@ -87,6 +87,31 @@ def train_with_mp_crf_loss(x, fts, seed, f_h, f_w, sample, boxes, box_class, crf
             'crf_loss': crf_loss, 'box_loss': box_loss, 'pred': pred, 'seed_after': seed_after}
 
 
+def _others_step_loss(x, seed, f_h, f_w, sample, with_crf, crf_terms, crf_weight=CRF_WEIGHT_OTHERS):
+    """The trainer's form of `train_with_nocrf_loss` / `train_with_crf_loss` (same loss, no full-resolution
+    prediction kept: `split_ce_from_nodes`). Returns the dicts of those functions without 'pred'."""
+    bg_loss, fg_loss = split_ce_from_nodes(x, seed, f_h, f_w)
+    out = {'loss': bg_loss + fg_loss, 'bg_loss': bg_loss, 'fg_loss': fg_loss}
+    if with_crf:
+        out['crf_loss'] = _potts_crf(x, f_h, f_w, sample, crf_terms)
+        out['loss'] += crf_weight * out['crf_loss']
+    return out
+
+
+def compiled_update(optimizer, variables):
+    """`optimizer.apply_gradients` for `variables` as one XLA program: each variable's update (weight decay,
+    both moments, the step) fuses into one loop writing the slots and the variable in place, where the op-by-op
+    update holds several variable-sized temporaries (~28 MB for A2GNN's embedding). Same arithmetic.
+
+    Returns:
+      update(grads, learning_rate), callable inside a tf.function.
+    """
+    @tf.function(jit_compile=True, autograph=False)
+    def update(grads, learning_rate):
+        return optimizer.apply_gradients(zip(grads, variables), learning_rate)
+    return update
+
+
 MODES = ('box', 'others')
 PHASE_LOSSES = {'box': ('mp_nocrf', 'mp_crf'), 'others': ('nocrf', 'crf')}
 
@@ -119,39 +144,48 @@ def train_gnn(x, graph, seed, f_h, f_w, mode, sample=None, boxes=None, box_class
     model = A2GNN(int(x.shape[1]), hidden, num_class, 3, dropout, seed=random_seed)
     optimizer = TorchAdam(weight_decay=weight_decay)
     optimizer.build(model.weights)
+    update = compiled_update(optimizer, model.weights)
     x = tf.convert_to_tensor(x, tf.float32)
-    seed = tf.convert_to_tensor(np.asarray(seed, np.int64))
+    # Box steps edit the seed (kept int64 like the original's LongTensor); the others only read it.
+    seed = tf.convert_to_tensor(np.asarray(seed, np.int64 if mode == 'box' else np.int32))
     # Constant per image: built once, not per step.
     crf_terms = None if sample is None else potts_crf_terms(sample, f_h, f_w)
     history = []
 
-    def step(phase, seed):
-        # One graph per phase (eager ops cost ~1 s a step on CPU), without autograph: the code has only Python
-    # control flow, and converting it took most of the tracing time.
+    # One graph for both phases: phase 1 is phase 2 with the gated CRF term weighted 0 (the loss and the
+    # gradients are then exactly phase 1's: + 0 * finite), so the step is traced and optimised once.
+    with_crf = crf_terms is not None
+    crf_weight = CRF_WEIGHT_BOX if mode == 'box' else CRF_WEIGHT_OTHERS
+
+    def step(seed, weight):
+        # Without autograph: the code has only Python control flow, and converting it took most of the tracing
+        # time (eager ops would cost ~1 s a step on CPU).
         with tf.GradientTape() as tape:
             logits, fts = model(x, graph, aff_cropping, training=True)
-            if phase == 'nocrf':
-                out = train_with_nocrf_loss(logits, seed, f_h, f_w)
-            elif phase == 'crf':
-                out = train_with_crf_loss(logits, seed, f_h, f_w, sample, crf_terms=crf_terms)
-            elif phase == 'mp_nocrf':
-                out = train_with_mp_nocrf_loss(logits, fts, seed, f_h, f_w, boxes, box_class)
-            else:
+            if mode == 'others':
+                out = _others_step_loss(logits, seed, f_h, f_w, sample, with_crf, crf_terms, weight)
+            elif with_crf:
                 out = train_with_mp_crf_loss(logits, fts, seed, f_h, f_w, sample, boxes, box_class,
-                                             crf_terms=crf_terms)
+                                             crf_weight=weight, crf_terms=crf_terms)
+            else:
+                out = train_with_mp_nocrf_loss(logits, fts, seed, f_h, f_w, boxes, box_class)
         grads = tape.gradient(out['loss'], model.weights)
-        optimizer.apply_gradients(zip(grads, model.weights), lr)
+        update(grads, lr)
         # The full-resolution prediction is not returned: it would stay alive until the next step.
         return {key: value for key, value in out.items() if key != 'pred'}
 
-    for phase in PHASE_LOSSES[mode]:
-        compiled = tf.function(lambda seed, phase=phase: step(phase, seed), autograph=False)
+    compiled = tf.function(step, autograph=False)
+    for phase_index, phase in enumerate(PHASE_LOSSES[mode]):
+        if phase_index and not with_crf:
+            raise ValueError(f'phase {phase} needs sample (the image for the gated CRF)')
+        weight = tf.constant(crf_weight if phase_index else 0.0)
         for _ in range(epochs):
-            out = compiled(seed)
+            out = compiled(seed, weight)
             if 'seed_after' in out:  # the original's in-place seed edit persists
                 seed = out['seed_after']
             loss = float(out['loss'])
             if not np.isfinite(loss):
                 raise FloatingPointError(f'GNN loss is {loss} in phase {phase}: training stopped')
-            history.append({k: float(v) for k, v in out.items() if np.ndim(v) == 0})
+            history.append({k: float(v) for k, v in out.items() if np.ndim(v) == 0
+                            and (phase_index or k != 'crf_loss')})
     return model, history

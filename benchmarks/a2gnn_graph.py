@@ -5,13 +5,19 @@ Graph: 63 x 47 nodes (a 504 x 376 VOC image at stride 8), radius 3, 5632-d non-n
 hidden 256, the others script's schedule (50 + 50 Adam steps: split CE, then + 0.3 gated CRF) unless --epochs.
 Ours is `a2gnn.train.train_gnn`; the reference (`_dense_reference`) keeps the original's formulation: dense
 attention on `mytool.generate_aff` matrices, the criterion run twice on the upsampled logits, the gated CRF
-kernels rebuilt every step and the prediction unfolded. Same initialisation, dropout stream and optimiser, so
-both print the same final loss. Each variant runs in its own process (tf.function steps for both). Memory, the
-ratio's figure: peak of TensorFlow's CPU allocator during training minus its use just before
-(`tf.config.experimental.get_memory_info('CPU:0')`), i.e. the tensors training allocates (weights, optimiser
-state, temporaries, outputs); the node features and the graph exist before training in both variants and are
-not counted. Also printed: the growth of the process's peak resident set size (includes the graph tracing and
-malloc's retained pages). The last line reads `sparse vs dense gnn: time ratio <r>x, peak memory ratio <m>x`.
+kernels rebuilt every step and the prediction unfolded, one tf.function per phase. Same initialisation, dropout
+stream and optimiser (both apply TorchAdam's update through `a2gnn.train.compiled_update`, one XLA program that
+updates slots and weights in place, so the optimiser's temporaries are not part of the difference), so both
+print the same final loss. Each variant runs in its own process; time = the whole `train_gnn` call (tracing
+included). Memory, the ratio's figure: peak of TensorFlow's CPU allocator during training minus its use just
+before (`tf.config.experimental.get_memory_info('CPU:0')`), i.e. the tensors training allocates (optimiser
+slots, activations, temporaries, outputs): "peak beyond the shared inputs", the same convention for both
+variants, since the node features (2961 x 5632 float32, 64 MiB) and the graph (dense: adjacency and window
+mask, 2 x 33 MiB; ours: NeighbourGraph arrays) exist before training in both and are not counted. Buffers
+TensorFlow adopts from NumPy without a copy (the model's initial weights, 5.5 MiB, when NumPy's buffer happens to
+be 64-byte aligned) are invisible to the allocator in both variants, so the figure moves by a few MiB between
+runs. Also printed: the growth of the process's peak resident set size (includes the graph tracing and malloc's
+retained pages). The last line reads `sparse vs dense gnn: time ratio <r>x, peak memory ratio <m>x`.
 """
 import argparse
 import json
@@ -41,11 +47,12 @@ def _dense_reference(x, adj, cropping, seed, sample, epochs):
     from a2gnn.gated_crf import create_kernels, potts_loss_unfolded
     from a2gnn.losses import GATED_CRF_KERNELS, masked_cross_entropy, split_seed
     from a2gnn.model import A2GNN
-    from a2gnn.train import CRF_WEIGHT_OTHERS, GATED_CRF_RADIUS
+    from a2gnn.train import CRF_WEIGHT_OTHERS, GATED_CRF_RADIUS, compiled_update
     from common.train.optimizers import TorchAdam
     model = A2GNN(NFEAT, 256, 21, 3, 0.5, seed=0)
     optimizer = TorchAdam(weight_decay=5e-4)
     optimizer.build(model.weights)
+    update = compiled_update(optimizer, model.weights)  # the optimiser step of ours (in place, one XLA program)
     bg_label, fg_label = split_seed(tf.constant(seed))
     size = seed.shape[1:]
     history = []
@@ -59,7 +66,7 @@ def _dense_reference(x, adj, cropping, seed, sample, epochs):
                 y = tf.nn.softmax(tf.reshape(logits, (1, F_H, F_W, -1)), axis=-1)
                 kernels = create_kernels(list(GATED_CRF_KERNELS), GATED_CRF_RADIUS, sample, 1, F_H, F_W)
                 loss += CRF_WEIGHT_OTHERS * potts_loss_unfolded(y, kernels, float(F_H * F_W))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.weights), model.weights), 0.03)
+        update(tape.gradient(loss, model.weights), 0.03)
         return loss
 
     for with_crf in (False, True):

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from a2gnn.affinity import gated_affinity
-from a2gnn.losses import box_mil_loss, box_mp_loss, gated_affinity_loss, split_ce_loss
+from a2gnn.losses import box_mil_loss, box_mp_loss, gated_affinity_loss, split_ce_from_nodes, split_ce_loss
 
 LOSS_KEYS = ('loss', 'bg_loss', 'fg_loss', 'neg_loss', 'crf_loss', 'bg_count', 'fg_count', 'neg_count',
              'bg_pos_label_need', 'fg_pos_label_need', 'neg_label_need', 'crf_mask', 'crf_img')
@@ -80,6 +80,29 @@ def test_split_ce_loss_matches_golden(a2g, check_output):
     check_output(case, outs, 'grad_x', tape.gradient(loss, x))
 
 
+@pytest.mark.parametrize('chunk_rows', [56, 15, 1])
+def test_chunked_split_ce_matches_golden(a2g, check_output, chunk_rows):
+    # The trainer's chunked form (prediction never whole; gradient by recomputed chunks), one and several chunks
+    # (56 seed rows): the golden losses and gradient; with weighted upstreams (CRF-free mix of both terms).
+    ins, outs, case = a2g('a2g_train_with_nocrf')
+    x = tf.constant(ins['x'])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        bg_loss, fg_loss = split_ce_from_nodes(x, ins['seed'], case['args']['f_h'], case['args']['f_w'],
+                                               chunk_rows=chunk_rows)
+        loss = bg_loss + fg_loss
+        mixed = 0.3 * bg_loss - 2.0 * fg_loss
+    for key, value in (('loss', loss), ('bg_loss', bg_loss), ('fg_loss', fg_loss)):
+        check_output(case, outs, key, value)
+    check_output(case, outs, 'grad_x', tape.gradient(loss, x))
+    with tf.GradientTape() as reference_tape:
+        reference_tape.watch(x)
+        _, ref_bg, ref_fg, _ = split_ce_loss(x, ins['seed'], case['args']['f_h'], case['args']['f_w'])
+        ref_mixed = 0.3 * ref_bg - 2.0 * ref_fg
+    np.testing.assert_allclose(tape.gradient(mixed, x).numpy(), reference_tape.gradient(ref_mixed, x).numpy(),
+                               rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize('fill', [0, 7, 255])
 def test_split_ce_loss_skips_an_empty_term(fill):
     """A seed without background (or foreground, or any label) gets a finite loss: the empty term is 0 (the
@@ -87,12 +110,18 @@ def test_split_ce_loss_skips_an_empty_term(fill):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(6, 21)).astype(np.float32))
     seed = np.full((1, 16, 24), fill, np.int64)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         loss, bg_loss, fg_loss, _ = split_ce_loss(x, seed, 2, 3)
+        chunked_bg, chunked_fg = split_ce_from_nodes(x, seed, 2, 3, chunk_rows=5)
+        chunked_loss = chunked_bg + chunked_fg
     grad = tape.gradient(loss, x).numpy()
+    np.testing.assert_allclose([chunked_bg.numpy(), chunked_fg.numpy()], [bg_loss.numpy(), fg_loss.numpy()],
+                               rtol=1e-6)
     assert np.isfinite(loss.numpy()) and np.all(np.isfinite(grad))
     assert (bg_loss.numpy() == 0) == (fill != 0)
     assert (fg_loss.numpy() == 0) == (fill in (0, 255))
+    chunked_grad = tape.gradient(chunked_loss, x).numpy()
+    np.testing.assert_allclose(chunked_grad, grad, rtol=1e-5, atol=1e-8)
     if fill == 255:
-        assert loss.numpy() == 0 and not grad.any()
+        assert loss.numpy() == 0 and not grad.any() and not chunked_grad.any()

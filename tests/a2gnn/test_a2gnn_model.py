@@ -70,7 +70,7 @@ def test_dropout_only_in_training():
 
 @pytest.mark.parametrize('f_h, f_w, radius, chunk', [(19, 13, 3, 8), (19, 13, 3, 2), (9, 17, 4, 1), (5, 4, 1, 8)])
 def test_window_attention_equals_dense_across_tiles(f_h, f_w, radius, chunk):
-    # Grids spanning several 8 x 8 query blocks with partial edge blocks, processed in one or several chunks
+    # Grids spanning several TILE x TILE (6 x 6) query blocks with partial edge blocks, processed in one or several chunks
     # (the backward pass recomputes chunk by chunk): values and gradients equal the dense layer (the test
     # oracle), including the cos < 0 mask (signed features here).
     rng = np.random.default_rng(f_h)
