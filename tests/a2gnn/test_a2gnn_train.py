@@ -83,3 +83,24 @@ def test_train_gnn_equals_the_step_by_step_original_loop(mode):
             np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=1e-6, err_msg=key)
     for got, want in zip(trained.weights, model.weights):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_train_gnn_on_the_dense_graph_equals_the_window_graph():
+    # `--graph dense` (the original's N x N matrices) through the same trainer: the same per-step losses.
+    from a2gnn.graph import neighbour_graph
+    from a2gnn.train import train_gnn
+    f_h, f_w, radius = 7, 8, 2
+    rng = np.random.default_rng(5)
+    x = np.abs(rng.normal(size=(f_h * f_w, 12))).astype(np.float32)
+    x /= x.sum(axis=1, keepdims=True)
+    d = 2 * radius + 1
+    graph = neighbour_graph(np.exp(-np.abs(rng.normal(size=(f_h, f_w, d, d)))).astype(np.float32), radius)
+    adj, cropping = graph.to_dense()
+    seed = rng.choice([0, 5, 255], size=(1, 8 * f_h, 8 * f_w), p=[0.3, 0.3, 0.4]).astype(np.int64)
+    sample = {'rgb': rng.normal(size=(1, f_h, f_w, 3)).astype(np.float32)}
+    runs = [train_gnn(x, form, seed, f_h, f_w, 'others', sample, epochs=2, hidden=8, aff_cropping=cropping,
+                      log=lambda message: None)[1] for form in (graph, adj)]
+    assert [sorted(h) for h in runs[0]] == [sorted(h) for h in runs[1]]
+    for window, dense in zip(*runs):
+        for key in window:
+            np.testing.assert_allclose(window[key], dense[key], rtol=1e-4, atol=1e-6, err_msg=key)
