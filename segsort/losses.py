@@ -7,7 +7,11 @@
   * the NCA likelihood is one fused op (`vmf_nca_loss`) whose gradient is written out: the [pixels x prototypes]
     similarity matrix is the only large tensor kept between the passes, instead of the several same-sized masks
     and products the original keeps for autodiff;
-  * a batch without valid pixels gives loss 0 instead of NaN.
+  * a batch without valid pixels gives loss 0 instead of NaN;
+  * `impl` ('auto' | 'kernel' | 'tf'): on CPU, 'auto' runs the k-means and the NCA likelihood (forward and
+    gradient) as the compiled C++ ops of `segsort.kernel` (blockwise, no [pixels x prototypes] tensor; same maths,
+    float32); 'tf' is the TensorFlow path above (the test oracle, and what 'auto' uses on GPU, for float64, inside
+    XLA, or when the kernel cannot be built).
 
 Memory bank (aaf_segsort.md 7.3 step 5, quirk Q-S1): the original creates `num_banks` banks of 25*B random
 prototypes labelled 0 whose update never runs. `MemoryBank(..., fifo=False)` (the default) reproduces that inert,
@@ -16,6 +20,7 @@ random, label-0 memory; `fifo=True` makes the intended first-in-first-out update
 import tensorflow as tf
 
 from segsort import clustering
+from segsort import kernel as segsort_kernel
 
 LABEL_DIVISOR = 256
 
@@ -193,7 +198,7 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
 
 
 def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, concentration, memory=None,
-                 memory_labels=None):
+                 memory_labels=None, impl='auto'):
     """The supervised vMF loss of given segments (`_calculate_vmf_loss` of the original, without the memory update).
 
     Args:
@@ -203,9 +208,12 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
       prototype_labels: int32 [S] semantic label of each segment.
       concentration: kappa.
       memory, memory_labels: optional extra prototypes [M, D] (unit rows) and their labels [M].
+      impl: 'auto' | 'kernel' | 'tf' (module docstring).
     Returns:
       (loss scalar, prototypes [S, D]).
     """
+    embedding = tf.convert_to_tensor(embedding)
+    impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding.shape[-1])
     num_segments = tf.shape(prototype_labels)[0]
     prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
     all_labels = prototype_labels
@@ -215,6 +223,14 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
     classes, all_class = tf.unique(all_labels)
     prototype_class = all_class[:num_segments]
     pixel_class = tf.gather(prototype_class, segment_ids)
+    if impl == 'kernel':
+        if memory is None:
+            memory, memory_class = tf.zeros([0, tf.shape(embedding)[1]], embedding.dtype), tf.zeros([0], tf.int32)
+        else:
+            memory, memory_class = tf.cast(memory, embedding.dtype), all_class[num_segments:]
+        loss = segsort_kernel.nca_loss(embedding, prototypes, memory, segment_ids, pixel_class, prototype_class,
+                                       memory_class, concentration)
+        return loss, prototypes
     memory_block = None
     if memory is not None:
         # Compact class of each distinct memory label: its position in `classes`.
@@ -229,7 +245,7 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
 
 
 def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentration, cluster_labels, num_clusters,
-                     kmeans_iterations, num_banks, loc_features, memory_bank=None):
+                     kmeans_iterations, num_banks, loc_features, memory_bank=None, impl='auto'):
     """Supervised SegSort loss (aaf_segsort.md 7.3).
 
     Per image: valid pixels (label != ignore_label) are clustered by vMF k-means on [embedding, location]
@@ -249,10 +265,13 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
       num_banks: memory banks (0 = none); with num_banks > 0 pass `memory_bank`.
       loc_features: float [B, h, w, 2] (y, x) location features.
       memory_bank: a `MemoryBank` (its fifo flag decides whether it is updated).
+      impl: 'auto' | 'kernel' | 'tf': the compiled C++ k-means and NCA ops or the TensorFlow ones (module
+        docstring); 'auto' = the kernel on CPU for float32 when it loads.
     Returns:
       scalar loss (0 when no pixel is valid).
     """
     embedding = clustering.normalize_embedding(tf.convert_to_tensor(embedding))
+    impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding_dim + 2)
     batch_size = tf.shape(embedding)[0]
     flat_embedding = tf.reshape(embedding, [batch_size, -1, embedding_dim])
     labels = tf.reshape(tf.cast(labels, tf.int32), [batch_size, -1])
@@ -261,9 +280,13 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
     valid = tf.not_equal(labels, ignore_label)
 
     with_location = clustering.normalize_embedding(tf.concat([flat_embedding, locations], 2))
-    clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
-                                                           num_clusters * num_clusters, kmeans_iterations, valid,
-                                                           jit_compile=True)
+    if impl == 'kernel' and isinstance(num_clusters, int) and isinstance(kmeans_iterations, int):
+        clusters = segsort_kernel.batch_kmeans(with_location, clusters, num_clusters * num_clusters,
+                                               kmeans_iterations, valid)
+    else:
+        clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
+                                                               num_clusters * num_clusters, kmeans_iterations, valid,
+                                                               jit_compile=True)
     clusters = clusters + tf.range(tf.cast(batch_size, tf.int64), dtype=tf.int64)[:, tf.newaxis] * LABEL_DIVISOR
 
     # Valid pixels of all images in row-major order, as the original's per-image gathers concatenated.
@@ -280,7 +303,7 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
                              'holding the memory variables)')
         memory, memory_labels = memory_bank.read()
     loss, prototypes = segment_loss(pixel_embedding, semantic, segment_ids, prototype_labels, concentration,
-                                    memory, memory_labels)
+                                    memory, memory_labels, impl=impl)
     if memory_bank is not None and num_banks > 0:
         memory_bank.update(prototypes, prototype_labels)
     return tf.where(tf.size(semantic) > 0, loss, tf.zeros_like(loss))

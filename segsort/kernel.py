@@ -1,0 +1,117 @@
+"""Compiled CPU kernels of the supervised SegSort loss (`kernels/segsort_loss.cc`), built on first use.
+
+* `nca_loss`: the NCA vMF likelihood of `segsort.losses.vmf_nca_loss` in one op that also returns the gradients
+  w.r.t. the embedding and the batch prototypes (for an upstream gradient of 1): blocks of pixels against all
+  prototypes, the similarities of a block kept in cache, a polynomial exp, multi-threaded on TensorFlow's CPU
+  thread pool; no [pixels x prototypes] tensor. Registered gradient: those outputs scaled by the upstream gradient.
+* `batch_kmeans`: `segsort.clustering.batch_kmeans_with_initial_labels` (images in parallel).
+
+Built with `common.ops.kernel_build.OpLibrary` (g++, `tf.sysconfig` flags, AVX-512 where the CPU has it, cache
+shared with the AAF kernel). CPU and float32 only: `resolve_impl` picks the TensorFlow path on a GPU, inside an
+XLA-compiled function, for other dtypes, and (after one log line) when the library cannot be built or loaded.
+"""
+import logging
+import os
+
+import tensorflow as tf
+
+from common.ops.kernel_build import KernelUnavailableError, OpLibrary, vector_flags
+
+IMPLEMENTATIONS = ('auto', 'kernel', 'tf')
+MAX_DIM = 128  # embedding / feature dims the kernels support
+
+LIBRARY = OpLibrary('segsort_loss', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels',
+                                                 'segsort_loss.cc'), vector_flags(avx512=True))
+_logger = logging.getLogger(__name__)
+_fallback_logged = []
+
+__all__ = ['IMPLEMENTATIONS', 'KernelUnavailableError', 'LIBRARY', 'batch_kmeans', 'nca_loss', 'resolve_impl']
+
+
+def _in_xla_context():
+    from common.ops.affinity_fused import _in_xla_context as in_xla  # one definition of the check
+    return in_xla()
+
+
+@tf.autograph.experimental.do_not_convert
+def resolve_impl(impl, dtype=tf.float32, dim=None):
+    """'kernel' or 'tf' for `impl` in IMPLEMENTATIONS ('auto': the kernel on CPU for float32 when it loads).
+
+    Args:
+      impl: 'auto', 'kernel' or 'tf'.
+      dtype: dtype of the embedding (the kernels are float32 only).
+      dim: feature dimension (the kernels support up to MAX_DIM), None if unknown.
+    Raises:
+      ValueError: unknown impl, or impl='kernel' for inputs the kernel does not support.
+      KernelUnavailableError: impl='kernel' and the library cannot be built or loaded.
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f'segsort loss: impl must be one of {IMPLEMENTATIONS}, got {impl!r}')
+    if impl == 'tf':
+        return 'tf'
+    supported = tf.as_dtype(dtype) == tf.float32 and (dim is None or dim <= MAX_DIM)
+    if impl == 'kernel':
+        if not supported:
+            raise ValueError(f'segsort loss: impl=kernel needs float32 features of dim <= {MAX_DIM}, got '
+                             f'{tf.as_dtype(dtype).name} dim {dim}')
+        LIBRARY.load(raise_errors=True)
+        return 'kernel'
+    if not supported or tf.config.list_logical_devices('GPU') or _in_xla_context():
+        return 'tf'
+    if LIBRARY.load() is None:
+        if not _fallback_logged:
+            _fallback_logged.append(True)
+            _logger.warning('SegSort C++ kernel unavailable (%s); using the TensorFlow ops',
+                            LIBRARY.unavailable_reason())
+        return 'tf'
+    return 'kernel'
+
+
+@tf.RegisterGradient('SegsortNcaLoss')
+def _nca_loss_grad(op, upstream, _grad_embedding, _grad_prototypes):
+    """The forward's gradients scaled by the upstream gradient; none for the memory, ids, classes, kappa."""
+    return (upstream * op.outputs[1], upstream * op.outputs[2]) + (None,) * 6
+
+
+tf.no_gradient('SegsortBatchKmeans')
+
+
+def nca_loss(embedding, prototypes, memory, segment_ids, pixel_class, prototype_class, memory_class,
+             concentration):
+    """Mean NCA negative log-likelihood (the kernel of `segsort.losses.vmf_nca_loss`).
+
+    Args:
+      embedding: float32 [N, D] unit rows.
+      prototypes: float32 [S, D] unit rows of the batch's segments (receive a gradient).
+      memory: float32 [M, D] extra prototypes (M may be 0; no gradient).
+      segment_ids: int32 [N] own segment of every pixel (row of `prototypes`).
+      pixel_class, prototype_class, memory_class: int32 [N], [S], [M] compact classes.
+      concentration: kappa.
+    Returns:
+      scalar float32 (NaN for N = 0, as a mean of nothing), differentiable w.r.t. embedding and prototypes.
+    Raises:
+      KernelUnavailableError: the library cannot be built or loaded.
+    """
+    module = LIBRARY.load(raise_errors=True)
+    loss, _, _ = module.segsort_nca_loss(
+        embedding, prototypes, memory, tf.cast(segment_ids, tf.int32), tf.cast(pixel_class, tf.int32),
+        tf.cast(prototype_class, tf.int32), tf.cast(memory_class, tf.int32),
+        tf.cast(concentration, tf.float32))
+    return loss
+
+
+def batch_kmeans(embedding, initial_labels, num_clusters, iterations, valid):
+    """`segsort.clustering.batch_kmeans_with_initial_labels` on the CPU kernel.
+
+    Args:
+      embedding: float32 [B, P, F] unit rows.
+      initial_labels: int [B, P] in [0, num_clusters) (checked on valid pixels).
+      num_clusters: clusters per image (int).
+      iterations: M/E iterations (int).
+      valid: bool [B, P].
+    Returns:
+      int64 [B, P] (invalid pixels: their initial label).
+    """
+    module = LIBRARY.load(raise_errors=True)
+    return module.segsort_batch_kmeans(tf.stop_gradient(embedding), tf.cast(initial_labels, tf.int32), valid,
+                                       num_clusters=int(num_clusters), iterations=int(iterations))
