@@ -78,6 +78,18 @@ def test_nca_kernel_matches_tensorflow_path(n, d, s, m, memory_classes, kappa):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5 * max(np.abs(w).max(), 1e-6))
 
 
+@pytest.mark.parametrize('kappa', [10.0, 60.0])
+def test_nca_kernel_exp_over_the_logit_range(kappa):
+    """One pixel on its own segment, memory prototypes of another class at angles 0..pi: logits kappa cos(angle)
+    span [-kappa, kappa]; loss = log(1 + sum_m exp(kappa cos_m) / exp(kappa)) in float64."""
+    angles = np.linspace(0, np.pi, 37)
+    memory = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    emb = np.array([[1, 0]], np.float32)
+    loss = kernel.nca_loss(emb, emb, memory, [0], [0], [0], np.ones(37, np.int32), kappa).numpy()
+    cosines = memory.astype(np.float64) @ emb[0].astype(np.float64)
+    np.testing.assert_allclose(loss, np.log1p(np.exp(kappa * (cosines - 1)).sum()), rtol=2e-6)
+
+
 def test_nca_kernel_gradient_is_the_upstream_times_the_forward_gradients():
     rng = np.random.default_rng(4)
     emb, protos = tf.constant(_unit(rng, 50, 8)), tf.constant(_unit(rng, 6, 8))
