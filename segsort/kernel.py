@@ -1,9 +1,10 @@
 """Compiled CPU kernels of the supervised SegSort loss (`kernels/segsort_loss.cc`), built on first use.
 
-* `nca_loss`: the NCA vMF likelihood of `segsort.losses.vmf_nca_loss` in one op that also returns the gradients
-  w.r.t. the embedding and the batch prototypes (for an upstream gradient of 1): blocks of pixels against all
-  prototypes, the similarities of a block kept in cache, a polynomial exp, multi-threaded on TensorFlow's CPU
-  thread pool; no [pixels x prototypes] tensor. Registered gradient: those outputs scaled by the upstream gradient.
+* `nca_loss`: prototypes (normalised segment sums) and the NCA vMF likelihood of `segsort.losses.segment_loss` in
+  one op that also returns the gradient w.r.t. the embedding (for an upstream gradient of 1, through the prototypes
+  too): blocks of pixels against all prototypes, the similarities of a block kept in cache, a polynomial exp,
+  multi-threaded on TensorFlow's CPU thread pool; no [pixels x prototypes] tensor; pixels with segment -1 left out,
+  so that it takes a batch's whole grid. Registered gradient: that output scaled by the upstream gradient.
 * `batch_kmeans`: `segsort.clustering.batch_kmeans_with_initial_labels` (images in parallel).
 
 Built with `common.ops.kernel_build.OpLibrary` (g++, `tf.sysconfig` flags, AVX-512 where the CPU has it, cache
@@ -69,35 +70,36 @@ def resolve_impl(impl, dtype=tf.float32, dim=None):
 
 @tf.RegisterGradient('SegsortNcaLoss')
 def _nca_loss_grad(op, upstream, _grad_embedding, _grad_prototypes):
-    """The forward's gradients scaled by the upstream gradient; none for the memory, ids, classes, kappa."""
-    return (upstream * op.outputs[1], upstream * op.outputs[2]) + (None,) * 6
+    """The forward's gradient scaled by the upstream gradient; none for ids, classes, memory, kappa, and none
+    through the prototypes output (the op's own gradient already goes through the prototypes)."""
+    return (upstream * op.outputs[1],) + (None,) * 5
 
 
 tf.no_gradient('SegsortBatchKmeans')
 
 
-def nca_loss(embedding, prototypes, memory, segment_ids, pixel_class, prototype_class, memory_class,
-             concentration):
-    """Mean NCA negative log-likelihood (the kernel of `segsort.losses.vmf_nca_loss`).
+def nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration):
+    """Mean NCA negative log-likelihood (the kernel of `segsort.losses.segment_loss`), prototypes included.
 
     Args:
       embedding: float32 [N, D] unit rows.
-      prototypes: float32 [S, D] unit rows of the batch's segments (receive a gradient).
+      segment_ids: int32 [N] segment of every pixel in [0, S); -1 leaves a pixel out (no loss, zero gradient).
+      prototype_class: int32 [S] compact class of every segment.
       memory: float32 [M, D] extra prototypes (M may be 0; no gradient).
-      segment_ids: int32 [N] own segment of every pixel (row of `prototypes`).
-      pixel_class, prototype_class, memory_class: int32 [N], [S], [M] compact classes.
+      memory_class: int32 [M] their compact classes.
       concentration: kappa.
     Returns:
-      scalar float32 (NaN for N = 0, as a mean of nothing), differentiable w.r.t. embedding and prototypes.
+      (loss scalar float32, mean over the counted pixels (NaN if none, as a mean of nothing), differentiable
+       w.r.t. embedding, also through the prototypes; prototypes [S, D] float32, the normalised segment sums, an
+       output without gradient).
     Raises:
       KernelUnavailableError: the library cannot be built or loaded.
     """
     module = LIBRARY.load(raise_errors=True)
-    loss, _, _ = module.segsort_nca_loss(
-        embedding, prototypes, memory, tf.cast(segment_ids, tf.int32), tf.cast(pixel_class, tf.int32),
-        tf.cast(prototype_class, tf.int32), tf.cast(memory_class, tf.int32),
-        tf.cast(concentration, tf.float32))
-    return loss
+    loss, _, prototypes = module.segsort_nca_loss(
+        embedding, tf.cast(segment_ids, tf.int32), tf.cast(prototype_class, tf.int32), memory,
+        tf.cast(memory_class, tf.int32), tf.cast(concentration, tf.float32))
+    return loss, tf.stop_gradient(prototypes)
 
 
 def batch_kmeans(embedding, initial_labels, num_clusters, iterations, valid):

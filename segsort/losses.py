@@ -203,34 +203,34 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
 
     Args:
       embedding: float [N, D] unit rows of the valid pixels.
-      semantic_labels: int [N].
-      segment_ids: int32 [N] segment of each pixel (0..S-1).
+      semantic_labels: int [N] (not needed: a pixel's class is its segment's).
+      segment_ids: int32 [N] segment of each pixel (0..S-1); with the kernel, -1 leaves a pixel out (so that
+        `add_segsort_loss` passes the whole grid instead of gathering the valid pixels).
       prototype_labels: int32 [S] semantic label of each segment.
       concentration: kappa.
       memory, memory_labels: optional extra prototypes [M, D] (unit rows) and their labels [M].
       impl: 'auto' | 'kernel' | 'tf' (module docstring).
     Returns:
-      (loss scalar, prototypes [S, D]).
+      (loss scalar, prototypes [S, D]; with the kernel the prototypes are an output without gradient).
     """
+    del semantic_labels
     embedding = tf.convert_to_tensor(embedding)
     impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding.shape[-1])
     num_segments = tf.shape(prototype_labels)[0]
-    prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
     all_labels = prototype_labels
     if memory is not None:
         memory_labels = tf.cast(memory_labels, prototype_labels.dtype)
         all_labels = tf.concat([prototype_labels, memory_labels], 0)
     classes, all_class = tf.unique(all_labels)
     prototype_class = all_class[:num_segments]
-    pixel_class = tf.gather(prototype_class, segment_ids)
     if impl == 'kernel':
         if memory is None:
             memory, memory_class = tf.zeros([0, tf.shape(embedding)[1]], embedding.dtype), tf.zeros([0], tf.int32)
         else:
             memory, memory_class = tf.cast(memory, embedding.dtype), all_class[num_segments:]
-        loss = segsort_kernel.nca_loss(embedding, prototypes, memory, segment_ids, pixel_class, prototype_class,
-                                       memory_class, concentration)
-        return loss, prototypes
+        return segsort_kernel.nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration)
+    prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
+    pixel_class = tf.gather(prototype_class, segment_ids)
     memory_block = None
     if memory is not None:
         # Compact class of each distinct memory label: its position in `classes`.
@@ -293,8 +293,14 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
     valid_index = tf.where(valid)
     semantic = tf.gather_nd(labels, valid_index)
     pixel_clusters = tf.gather_nd(clusters, valid_index)
-    pixel_embedding = tf.gather_nd(flat_embedding, valid_index)
     segment_ids, prototype_labels = clustering.prepare_prototype_labels(semantic, pixel_clusters, LABEL_DIVISOR)
+    if impl == 'kernel':
+        # The kernel takes the whole grid with segment -1 on ignored pixels: no gather of the embedding and no
+        # scatter of its gradient.
+        grid_ids = tf.scatter_nd(valid_index, segment_ids + 1, tf.shape(labels, out_type=tf.int64)) - 1
+        pixel_embedding, segment_ids = tf.reshape(flat_embedding, [-1, embedding_dim]), tf.reshape(grid_ids, [-1])
+    else:
+        pixel_embedding = tf.gather_nd(flat_embedding, valid_index)
 
     memory = memory_labels = None
     if num_banks > 0:

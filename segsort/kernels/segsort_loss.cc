@@ -5,22 +5,25 @@
 // of segsort.losses.vmf_nca_loss and segsort.clustering.batch_kmeans_with_initial_labels (their docstrings); those
 // TensorFlow paths are the test oracles.
 //
-// SegsortNcaLoss. For pixel i (unit row e_i, class c_i, own segment s_i) and every prototype j (the batch's
-// segments, then the memory), S_ij = exp(kappa e_i . mu_j); same_i / different_i = sums over j of the pixel's
+// SegsortNcaLoss. The prototypes of the batch's segments are the normalised sums of their pixels (rows with
+// segment id -1 are ignored, so the op takes the whole grid of a batch). For pixel i (unit row e_i, class c_i, own
+// segment s_i) and every prototype j (the batch's segments, then the memory), S_ij = exp(kappa e_i . mu_j); same_i / different_i = sums over j of the pixel's
 // class / of the other classes; numerator = same - S_{i,s_i} if that is > 0 else S_{i,s_i};
 // loss = mean_i log((numerator + different) / numerator). The pixels are processed in blocks of kBlock rows: the
 // block's [kBlock, J] similarities are computed by a register-blocked product with the exp (a branch-free Cephes
 // polynomial) applied on the fly, into a tile that stays in cache; the per-pixel sums come from the tile, which is
 // then turned in place into the loss's derivative w.r.t. the logits, W_ij = kappa/N S_ij (1/den_i - [c_j == c_i]
 // / num_i) (0 for the own segment when other same-class segments exist: it is in neither sum). From W the block
-// adds its part of d loss / d e = W mu and d loss / d mu = W^T e. So the gradients are computed by the forward
-// (the op is meant for training); no [N, J] matrix is ever allocated.
+// adds its part of d loss / d e = W mu and d loss / d mu = W^T e; d loss / d mu then goes through the normalisation
+// and the segment sums to the pixels. So the gradients are computed by the forward (the op is meant for training);
+// no [N, J] matrix is ever allocated.
 // Determinism: the blocks are grouped into fixed chunks (independent of the thread count), each with its own
 // prototype-gradient accumulator and loss sum (double), reduced in chunk order.
 //
 // SegsortBatchKmeans: per image (images in parallel) `iterations` M/E steps: M = sums of the valid pixels per
 // cluster, normalised (an empty cluster gets a zero prototype and a -inf bias, so it never wins); E = first
-// arg-max over the clusters of the dot products, computed with the pixels along the vector lanes.
+// arg-max over the clusters of the dot products, computed with the pixels along the vector lanes. An image whose
+// labels did not change in an E-step has reached the fixed point and stops (same result, fewer iterations).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -121,12 +124,12 @@ constexpr int kRows = 8;              // pixel rows (or prototypes) of the regis
 constexpr int64_t kColumns = 2 * kLanes;  // prototype columns of the logits' register tile
 
 struct NcaProblem {
-  int64_t n = 0, s = 0, m = 0, j = 0, jp = 0, d = 0, dp = 0;
+  int64_t n = 0, s = 0, m = 0, j = 0, jp = 0, d = 0, dp = 0;  // n = counted pixels (segment id >= 0)
   float kappa = 0;
-  const float* embedding = nullptr;  // [n, d]
-  const float* padded_embedding = nullptr;  // [n, dp] (the input itself when d == dp)
-  const int32_t* segment = nullptr;
-  const int32_t* pixel_class = nullptr;
+  const float* embedding = nullptr;     // [n, dp] the counted pixels, zero padded
+  const int64_t* row_index = nullptr;   // [n] their rows in the input
+  const int32_t* segment = nullptr;     // [n]
+  const int32_t* pixel_class = nullptr; // [n]
   std::vector<float> transposed;  // [d, jp] prototypes column-major, zero padded
   std::vector<float> rows;        // [j, dp] prototypes row-major, zero padded
   std::vector<float> column_bias; // [jp] 0, or -inf on padded columns
@@ -138,7 +141,7 @@ struct NcaProblem {
 void BlockSimilarities(const NcaProblem& p, int64_t first, int64_t rows, float* scaled, float* tile) {
   const int64_t d = p.d, jp = p.jp;
   for (int64_t r = 0; r < RoundUp(rows, kRows); ++r) {
-    const float* e = p.embedding + std::min(first + r, p.n - 1) * d;
+    const float* e = p.embedding + std::min(first + r, p.n - 1) * p.dp;
     for (int64_t k = 0; k < d; ++k) scaled[r * d + k] = e[k] * p.kappa;
   }
   const float* transposed = p.transposed.data();
@@ -188,7 +191,7 @@ void BlockEmbeddingGradient(const NcaProblem& p, const float* tile, int64_t firs
     for (int q = 0; q < kRows && r0 + q < rows; ++q) {
       float buffer[kDv * kLanes];
       for (int v = 0; v < kDv; ++v) Store(buffer + v * kLanes, acc[q][v]);
-      std::memcpy(out + (first + r0 + q) * p.d, buffer, p.d * sizeof(float));
+      std::memcpy(out + p.row_index[first + r0 + q] * p.d, buffer, p.d * sizeof(float));
     }
   }
 }
@@ -199,7 +202,7 @@ void BlockPrototypeGradient(const NcaProblem& p, const float* tile, int64_t firs
   for (int64_t j0 = 0; j0 < p.s; j0 += kRows) {
     Vec acc[kRows][kDv] = {};
     const int64_t jp = p.jp, dp = p.dp;
-    const float* embedding = p.padded_embedding + first * dp;
+    const float* embedding = p.embedding + first * dp;
     for (int64_t r = 0; r < rows; ++r) {
       Vec ev[kDv];
       for (int v = 0; v < kDv; ++v) ev[v] = Load(embedding + r * dp + v * kLanes);
@@ -274,26 +277,22 @@ class SegsortNcaLossOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& embedding = ctx->input(0);
-    const Tensor& prototypes = ctx->input(1);
-    const Tensor& memory = ctx->input(2);
-    const Tensor& segment = ctx->input(3);
-    const Tensor& pixel_class = ctx->input(4);
-    const Tensor& prototype_class = ctx->input(5);
-    const Tensor& memory_class = ctx->input(6);
-    const Tensor& concentration = ctx->input(7);
-    OP_REQUIRES(ctx, embedding.dims() == 2 && prototypes.dims() == 2 && memory.dims() == 2,
-                InvalidArgument("segsort_nca_loss: embedding, prototypes and memory must be matrices"));
+    const Tensor& segment = ctx->input(1);
+    const Tensor& prototype_class = ctx->input(2);
+    const Tensor& memory = ctx->input(3);
+    const Tensor& memory_class = ctx->input(4);
+    const Tensor& concentration = ctx->input(5);
+    OP_REQUIRES(ctx, embedding.dims() == 2 && memory.dims() == 2,
+                InvalidArgument("segsort_nca_loss: embedding and memory must be matrices"));
     NcaProblem p;
-    p.n = embedding.dim_size(0);
+    const int64_t total = embedding.dim_size(0);
     p.d = embedding.dim_size(1);
-    p.s = prototypes.dim_size(0);
+    p.s = prototype_class.NumElements();
     p.m = memory.dim_size(0);
-    OP_REQUIRES(ctx, prototypes.dim_size(1) == p.d && (memory.dim_size(1) == p.d || p.m == 0),
-                InvalidArgument("segsort_nca_loss: embedding dim ", p.d, " but prototypes ",
-                                prototypes.shape().DebugString(), " and memory ", memory.shape().DebugString()));
-    OP_REQUIRES(ctx, segment.NumElements() == p.n && pixel_class.NumElements() == p.n &&
-                         prototype_class.NumElements() == p.s && memory_class.NumElements() == p.m,
-                InvalidArgument("segsort_nca_loss: ids / classes disagree with the embedding and prototypes"));
+    OP_REQUIRES(ctx, memory.dim_size(1) == p.d || p.m == 0,
+                InvalidArgument("segsort_nca_loss: embedding dim ", p.d, " but memory ", memory.shape().DebugString()));
+    OP_REQUIRES(ctx, segment.NumElements() == total && memory_class.NumElements() == p.m,
+                InvalidArgument("segsort_nca_loss: segment ids / memory classes disagree with the embedding / memory"));
     OP_REQUIRES(ctx, concentration.NumElements() == 1,
                 InvalidArgument("segsort_nca_loss: concentration must be a scalar"));
     p.dp = RoundUp(std::max<int64_t>(p.d, 1), kLanes);
@@ -301,24 +300,58 @@ class SegsortNcaLossOp : public OpKernel {
     p.kappa = concentration.flat<float>()(0);
     p.j = p.s + p.m;
     p.jp = RoundUp(std::max<int64_t>(p.j, 1), kColumns);
-    const auto seg = segment.flat<int32_t>();
-    for (int64_t i = 0; i < p.n; ++i) {
-      OP_REQUIRES(ctx, seg(i) >= 0 && seg(i) < p.s,
-                  InvalidArgument("segsort_nca_loss: segment id ", seg(i), " outside [0, ", p.s, ")"));
+    const int32_t* seg = segment.flat<int32_t>().data();
+    const int32_t* proto_cls = prototype_class.flat<int32_t>().data();
+    std::vector<int64_t> row_index;
+    std::vector<int32_t> counted_segment, counted_class;
+    row_index.reserve(total);
+    for (int64_t i = 0; i < total; ++i) {
+      OP_REQUIRES(ctx, seg[i] < p.s,
+                  InvalidArgument("segsort_nca_loss: segment id ", seg[i], " outside [-1, ", p.s, ")"));
+      if (seg[i] < 0) continue;
+      row_index.push_back(i);
+      counted_segment.push_back(seg[i]);
+      counted_class.push_back(proto_cls[seg[i]]);
     }
-    p.embedding = embedding.flat<float>().data();
-    p.segment = seg.data();
-    p.pixel_class = pixel_class.flat<int32_t>().data();
+    p.n = static_cast<int64_t>(row_index.size());
+    p.row_index = row_index.data();
+    p.segment = counted_segment.data();
+    p.pixel_class = counted_class.data();
 
     Tensor* loss_out = nullptr;
     Tensor* grad_embedding = nullptr;
-    Tensor* grad_prototypes = nullptr;
+    Tensor* prototypes_out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &loss_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({p.n, p.d}), &grad_embedding));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({p.s, p.d}), &grad_prototypes));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({total, p.d}), &grad_embedding));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({p.s, p.d}), &prototypes_out));
+    float* ge = grad_embedding->flat<float>().data();
+    std::fill_n(ge, total * p.d, 0.0f);  // ignored rows: no gradient
+
+    // The counted pixels, zero padded to dp, and the prototypes: normalised sums of their segments' pixels
+    // (summed in row order, as tf.math.unsorted_segment_sum; 0/0 = NaN for a segment without pixels, as the TF path).
+    Tensor compact;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64_t>(p.n, 1), p.dp}),
+                                           &compact));
+    float* rows_e = compact.flat<float>().data();
+    const float* emb = embedding.flat<float>().data();
+    std::vector<float> sums(p.s * p.dp, 0.0f), norms(p.s);
+    for (int64_t i = 0; i < p.n; ++i) {
+      float* row = rows_e + i * p.dp;
+      std::memcpy(row, emb + row_index[i] * p.d, p.d * sizeof(float));
+      std::fill(row + p.d, row + p.dp, 0.0f);
+      float* sum = sums.data() + counted_segment[i] * p.dp;
+      for (int64_t k = 0; k < p.d; ++k) sum[k] += row[k];
+    }
+    p.embedding = rows_e;
+    float* protos = prototypes_out->flat<float>().data();
+    for (int64_t j = 0; j < p.s; ++j) {
+      float squares = 0;
+      for (int64_t k = 0; k < p.d; ++k) squares += sums[j * p.dp + k] * sums[j * p.dp + k];
+      norms[j] = std::sqrt(squares);
+      for (int64_t k = 0; k < p.d; ++k) protos[j * p.d + k] = sums[j * p.dp + k] / norms[j];
+    }
     if (p.n == 0) {
       loss_out->scalar<float>()() = std::numeric_limits<float>::quiet_NaN();  // mean of nothing, as tf
-      std::fill_n(grad_prototypes->flat<float>().data(), p.s * p.d, 0.0f);
       return;
     }
 
@@ -327,9 +360,7 @@ class SegsortNcaLossOp : public OpKernel {
     p.rows.assign(p.j * p.dp, 0.0f);
     p.column_bias.assign(p.jp, -std::numeric_limits<float>::infinity());
     p.column_class.assign(p.jp, std::numeric_limits<int32_t>::min());
-    const float* protos = prototypes.flat<float>().data();
     const float* mem = memory.flat<float>().data();
-    const int32_t* proto_cls = prototype_class.flat<int32_t>().data();
     const int32_t* mem_cls = memory_class.flat<int32_t>().data();
     for (int64_t j = 0; j < p.j; ++j) {
       const float* mu = j < p.s ? protos + j * p.d : mem + (j - p.s) * p.d;
@@ -340,21 +371,12 @@ class SegsortNcaLossOp : public OpKernel {
       p.column_bias[j] = 0.0f;
       p.column_class[j] = j < p.s ? proto_cls[j] : mem_cls[j - p.s];
     }
-    std::vector<float> padded;
-    if (p.dp != p.d) {
-      padded.assign(p.n * p.dp, 0.0f);
-      for (int64_t i = 0; i < p.n; ++i) std::memcpy(&padded[i * p.dp], p.embedding + i * p.d, p.d * sizeof(float));
-      p.padded_embedding = padded.data();
-    } else {
-      p.padded_embedding = p.embedding;
-    }
 
     const int64_t chunks = (p.n + kChunkBlocks * kBlock - 1) / (kChunkBlocks * kBlock);
     Tensor accumulators;  // [chunks, s, dp]: through the allocator, so that memory statistics see it
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({chunks, p.s, p.dp}), &accumulators));
     float* acc = accumulators.flat<float>().data();
     std::vector<double> chunk_loss(chunks, 0.0);
-    float* ge = grad_embedding->flat<float>().data();
     auto work = [&](int64_t begin, int64_t end) {
       std::vector<float> tile(RoundUp(kBlock, kRows) * p.jp), scaled(RoundUp(kBlock, kRows) * p.d);
       for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -377,14 +399,27 @@ class SegsortNcaLossOp : public OpKernel {
     double loss = 0;
     for (int64_t c = 0; c < chunks; ++c) loss += chunk_loss[c];
     loss_out->scalar<float>()() = static_cast<float>(loss / static_cast<double>(p.n));
-    float* gp = grad_prototypes->flat<float>().data();
+    // d loss / d prototype (chunk partials reduced in order), then through the normalisation to the segment sums:
+    // (g - mu (g . mu)) / |sum|, which every pixel of the segment receives.
+    std::vector<float> grad_sums(p.s * p.dp, 0.0f);
     workers->ParallelFor(p.s, chunks * p.d * 2, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
+        float* g = grad_sums.data() + j * p.dp;
         for (int64_t k = 0; k < p.d; ++k) {
           float sum = 0;
           for (int64_t c = 0; c < chunks; ++c) sum += acc[(c * p.s + j) * p.dp + k];
-          gp[j * p.d + k] = sum;
+          g[k] = sum;
         }
+        float dot = 0;
+        for (int64_t k = 0; k < p.d; ++k) dot += g[k] * protos[j * p.d + k];
+        for (int64_t k = 0; k < p.d; ++k) g[k] = (g[k] - protos[j * p.d + k] * dot) / norms[j];
+      }
+    });
+    workers->ParallelFor(p.n, p.d * 4, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float* out = ge + row_index[i] * p.d;
+        const float* g = grad_sums.data() + counted_segment[i] * p.dp;
+        for (int64_t k = 0; k < p.d; ++k) out[k] += g[k];
       }
     });
   }
@@ -421,6 +456,7 @@ void KmeansImage(const float* embedding, const int32_t* initial, const bool* val
       for (int64_t k = 0; k < f; ++k) prototypes[c * kFp + k] = norm > 0 ? sums[c * kFp + k] / norm : 0.0f;
       bias[c] = norm > 0 ? 0.0f : -std::numeric_limits<float>::infinity();
     }
+    bool changed = false;
     // E-step: first arg-max over the clusters, 32 pixels x 4 clusters per register tile.
     for (int64_t i0 = 0; i0 < pp; i0 += kColumns) {
       Vec best[2] = {Splat(-std::numeric_limits<float>::infinity()), Splat(-std::numeric_limits<float>::infinity())};
@@ -453,10 +489,16 @@ void KmeansImage(const float* embedding, const int32_t* initial, const bool* val
       for (int h = 0; h < 2; ++h) {
         for (int l = 0; l < kLanes; ++l) {
           const int64_t i = i0 + h * kLanes + l;
-          if (i < pixels && valid[i]) labels[i] = best_index[h][l];
+          if (i < pixels && valid[i]) {
+            changed |= labels[i] != best_index[h][l];
+            labels[i] = best_index[h][l];
+          }
         }
       }
     }
+    // The M-step is a function of the labels: unchanged labels are the fixed point every further iteration
+    // reproduces exactly, so stopping here gives the same result as running all iterations.
+    if (!changed) break;
   }
   for (int64_t i = 0; i < pixels; ++i) out[i] = valid[i] ? labels[i] : initial[i];
 }
@@ -524,25 +566,24 @@ class SegsortBatchKmeansOp : public OpKernel {
 
 REGISTER_OP("SegsortNcaLoss")
     .Input("embedding: float")
-    .Input("prototypes: float")
-    .Input("memory: float")
     .Input("segment_ids: int32")
-    .Input("pixel_class: int32")
     .Input("prototype_class: int32")
+    .Input("memory: float")
     .Input("memory_class: int32")
     .Input("concentration: float")
     .Output("loss: float")
     .Output("grad_embedding: float")
-    .Output("grad_prototypes: float")
+    .Output("prototypes: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->Scalar());
       c->set_output(1, c->input(0));
-      c->set_output(2, c->input(1));
+      c->set_output(2, c->Matrix(c->Dim(c->input(2), 0), c->Dim(c->input(0), 1)));
       return absl::OkStatus();
     })
     .Doc(R"doc(
-Mean NCA negative log-likelihood of the SegSort vMF mixture and its gradient (for an upstream gradient of 1)
-w.r.t. the embedding [N, D] and the batch prototypes [S, D] (the memory [M, D] gets none).
+Mean NCA negative log-likelihood of the SegSort vMF mixture over the pixels with segment id >= 0 (-1: ignored),
+the prototypes being the normalised sums of their segments' pixels, and its gradient (for an upstream gradient of
+1) w.r.t. the embedding [N, D], through the prototypes too (the memory [M, D] gets none). prototypes: [S, D].
 )doc");
 
 REGISTER_OP("SegsortBatchKmeans")

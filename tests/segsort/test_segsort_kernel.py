@@ -30,52 +30,69 @@ def _unit(rng, *shape):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _nca_loss_and_grads(impl, emb, protos, segment_ids, pixel_class, proto_class, num_classes, kappa, memory=None,
-                        memory_class=None):
-    """Loss and gradients of the kernel (float32) or of the TensorFlow path in float64 (the oracle)."""
+def _segment_loss_and_grad(impl, emb, segment_ids, prototype_labels, kappa, memory=None, memory_labels=None):
+    """segment_loss: the kernel in float32, or the TensorFlow path in float64 (the oracle)."""
     dtype = np.float32 if impl == 'kernel' else np.float64
-    emb, protos = tf.constant(emb, dtype), tf.constant(protos, dtype)
+    emb = tf.constant(emb, dtype)
     with tf.GradientTape() as tape:
-        tape.watch([emb, protos])
-        if impl == 'kernel':
-            d = emb.shape[1]
-            mem = np.zeros([0, d], np.float32) if memory is None else memory
-            mem_class = np.zeros([0], np.int32) if memory is None else memory_class
-            loss = kernel.nca_loss(emb, protos, mem, segment_ids, pixel_class, proto_class, mem_class, kappa)
-        else:
-            block = None
-            if memory is not None:
-                block = losses._PrototypeBlock(tf.constant(memory, dtype), tf.constant(memory_class), lambda c: c,
-                                               num_classes, dtype)
-            loss = losses.vmf_nca_loss(emb, protos, segment_ids, proto_class, pixel_class, num_classes, kappa, block)
+        tape.watch(emb)
+        loss, prototypes = losses.segment_loss(emb, None, segment_ids, prototype_labels, kappa,
+                                               None if memory is None else memory.astype(dtype), memory_labels,
+                                               impl=impl)
         loss = 2.5 * loss  # an upstream gradient other than 1
-    return [loss.numpy()] + [g.numpy() for g in tape.gradient(loss, [emb, protos])]
+    return loss.numpy(), tape.gradient(loss, emb).numpy(), prototypes.numpy()
 
 
-@pytest.mark.parametrize('n, d, s, m, memory_classes, kappa', [
-    (1, 1, 1, 0, 1, 10.0),       # one pixel, one prototype: the own-segment numerator, loss 0
-    (37, 7, 5, 0, 1, 10.0),      # odd sizes, no memory
-    (203, 33, 41, 19, 1, 10.0),  # dim just above a vector, the inert one-label memory
-    (150, 32, 70, 50, 4, 5.0),   # memory with several labels (one no pixel has)
-    (64, 64, 3, 200, 2, 20.0),   # few segments, many memory prototypes
+def _segments(rng, n, s):
+    """Segment ids [n] using every one of s segments (n >= s), in random order."""
+    return rng.permutation(np.concatenate([np.arange(s), rng.integers(0, s, n - s)])).astype(np.int32)
+
+
+@pytest.mark.parametrize('n, d, s, m, several_memory_labels, kappa', [
+    (1, 1, 1, 0, False, 10.0),       # one pixel, one segment: the own-segment numerator, loss 0
+    (37, 7, 5, 0, False, 10.0),      # odd sizes, no memory
+    (203, 33, 41, 19, False, 10.0),  # dim just above a vector, the inert one-label memory
+    (150, 32, 70, 50, True, 5.0),    # memory with several labels (one, 7, that no pixel has)
+    (264, 64, 3, 200, True, 20.0),   # few segments, many memory prototypes
 ])
-def test_nca_kernel_matches_tensorflow_path(n, d, s, m, memory_classes, kappa):
+def test_nca_kernel_matches_tensorflow_path(n, d, s, m, several_memory_labels, kappa):
     rng = np.random.default_rng(n + d + s + m)
-    emb, protos = _unit(rng, n, d), _unit(rng, s, d)
-    num_classes = max(3, memory_classes)
-    proto_class = rng.integers(0, 3, size=s).astype(np.int32)
-    # Pixels use only the first half of the prototypes: the others have no pixel (still in every sum).
-    segment_ids = rng.integers(0, max(1, s // 2), size=n).astype(np.int32)
-    pixel_class = proto_class[segment_ids]
+    emb = _unit(rng, n, d)
+    segment_ids = _segments(rng, n, s)
+    prototype_labels = rng.integers(0, 3, size=s).astype(np.int32)
     memory = _unit(rng, m, d) if m else None
-    memory_class = rng.integers(0, memory_classes, size=m).astype(np.int32) if m else None
-    got = _nca_loss_and_grads('kernel', emb, protos, segment_ids, pixel_class, proto_class, num_classes, kappa,
-                              memory, memory_class)
-    want = _nca_loss_and_grads('tf', emb, protos, segment_ids, pixel_class, proto_class, num_classes, kappa,
-                               memory, memory_class)
+    memory_labels = None
+    if m:
+        memory_labels = (rng.choice(np.array([0, 1, 2, 7], np.int32), m) if several_memory_labels
+                         else np.zeros(m, np.int32))
+    got = _segment_loss_and_grad('kernel', emb, segment_ids, prototype_labels, kappa, memory, memory_labels)
+    want = _segment_loss_and_grad('tf', emb, segment_ids, prototype_labels, kappa, memory, memory_labels)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
-    for g, w in zip(got[1:], want[1:]):
-        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5 * max(np.abs(w).max(), 1e-6))
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-3, atol=1e-5 * max(np.abs(want[1]).max(), 1e-6))
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
+
+
+def test_nca_kernel_leaves_out_pixels_of_segment_minus_one():
+    rng = np.random.default_rng(11)
+    emb, labels = _unit(rng, 300, 32), rng.integers(0, 4, size=12).astype(np.int32)
+    counted = rng.random(300) > 0.2
+    ids = np.full(300, -1, np.int32)
+    ids[counted] = _segments(rng, counted.sum(), 12)
+    memory, memory_labels = _unit(rng, 30, 32), np.zeros(30, np.int32)
+    got = _segment_loss_and_grad('kernel', emb, ids, labels, 10.0, memory, memory_labels)
+    want = _segment_loss_and_grad('tf', emb[counted], ids[counted], labels, 10.0, memory, memory_labels)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    assert not got[1][~counted].any()
+    np.testing.assert_allclose(got[1][counted], want[1], rtol=1e-3, atol=1e-5 * np.abs(want[1]).max())
+
+
+def test_nca_kernel_segment_without_pixels_gives_nan_as_the_tensorflow_path():
+    rng = np.random.default_rng(12)
+    emb, ids = _unit(rng, 40, 8), rng.integers(0, 5, 40).astype(np.int32)  # segment 5 has no pixel: NaN prototype
+    labels = np.array([0, 1, 0, 1, 2, 2], np.int32)
+    for impl in ('kernel', 'tf'):
+        loss, _, prototypes = _segment_loss_and_grad(impl, emb, ids, labels, 10.0)
+        assert np.isnan(loss) and np.isnan(prototypes[5]).all() and not np.isnan(prototypes[:5]).any()
 
 
 @pytest.mark.parametrize('kappa', [10.0, 60.0])
@@ -85,42 +102,35 @@ def test_nca_kernel_exp_over_the_logit_range(kappa):
     angles = np.linspace(0, np.pi, 37)
     memory = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
     emb = np.array([[1, 0]], np.float32)
-    loss = kernel.nca_loss(emb, emb, memory, [0], [0], [0], np.ones(37, np.int32), kappa).numpy()
+    loss, _ = kernel.nca_loss(emb, [0], [0], memory, np.ones(37, np.int32), kappa)
     cosines = memory.astype(np.float64) @ emb[0].astype(np.float64)
-    np.testing.assert_allclose(loss, np.log1p(np.exp(kappa * (cosines - 1)).sum()), rtol=2e-6)
+    np.testing.assert_allclose(loss.numpy(), np.log1p(np.exp(kappa * (cosines - 1)).sum()), rtol=2e-6)
 
 
-def test_nca_kernel_gradient_is_the_upstream_times_the_forward_gradients():
+def test_nca_kernel_gradient_is_the_upstream_times_the_forward_gradient():
     rng = np.random.default_rng(4)
-    emb, protos = tf.constant(_unit(rng, 50, 8)), tf.constant(_unit(rng, 6, 8))
-    ids = rng.integers(0, 6, 50).astype(np.int32)
-    classes = np.array([0, 0, 1, 1, 2, 2], np.int32)
-    args = (np.zeros([0, 8], np.float32), ids, classes[ids], classes, np.zeros([0], np.int32), 10.0)
-    _, grad_emb, grad_protos = kernel.LIBRARY.load().segsort_nca_loss(emb, protos, *args)
+    emb = tf.constant(_unit(rng, 50, 8))
+    args = (_segments(rng, 50, 6), np.array([0, 0, 1, 1, 2, 2], np.int32), np.zeros([0, 8], np.float32),
+            np.zeros([0], np.int32), 10.0)
+    loss, grad_emb, _ = kernel.LIBRARY.load().segsort_nca_loss(emb, *args)
     with tf.GradientTape() as tape:
-        tape.watch([emb, protos])
-        loss = tf.square(kernel.nca_loss(emb, protos, *args))
-    got = tape.gradient(loss, [emb, protos])
-    upstream = 2 * kernel.nca_loss(emb, protos, *args)
-    np.testing.assert_allclose(got[0], upstream * grad_emb, rtol=1e-6)
-    np.testing.assert_allclose(got[1], upstream * grad_protos, rtol=1e-6)
+        tape.watch(emb)
+        squared = tf.square(kernel.nca_loss(emb, *args)[0])
+    np.testing.assert_allclose(tape.gradient(squared, emb), 2 * loss * grad_emb, rtol=1e-6)
 
 
 def test_nca_kernel_is_deterministic_and_rejects_bad_segment_ids():
     rng = np.random.default_rng(3)
-    args = (_unit(rng, 900, 32), _unit(rng, 30, 32), _unit(rng, 40, 32), rng.integers(0, 30, 900).astype(np.int32))
-    pixel_class = (args[3] % 4).astype(np.int32)
-    classes = (np.arange(30) % 4).astype(np.int32)
-    first = [t.numpy() for t in kernel.LIBRARY.load().segsort_nca_loss(*args, pixel_class, classes,
-                                                                       np.zeros(40, np.int32), 10.0)]
-    second = [t.numpy() for t in kernel.LIBRARY.load().segsort_nca_loss(*args, pixel_class, classes,
-                                                                        np.zeros(40, np.int32), 10.0)]
+    emb, ids = _unit(rng, 900, 32), _segments(rng, 900, 30)
+    args = ((np.arange(30) % 4).astype(np.int32), _unit(rng, 40, 32), np.zeros(40, np.int32), 10.0)
+    first = [t.numpy() for t in kernel.LIBRARY.load().segsort_nca_loss(emb, ids, *args)]
+    second = [t.numpy() for t in kernel.LIBRARY.load().segsort_nca_loss(emb, ids, *args)]
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
-    bad_ids = args[3].copy()
+    bad_ids = ids.copy()
     bad_ids[5] = 30
     with pytest.raises(tf.errors.InvalidArgumentError, match='segment id 30'):
-        kernel.nca_loss(args[0], args[1], args[2], bad_ids, pixel_class, classes, np.zeros(40, np.int32), 10.0)
+        kernel.nca_loss(emb, bad_ids, *args)
 
 
 @pytest.mark.parametrize('batch, size, features, grid, void', [(3, (13, 11), 34, 3, 0.2), (2, (20, 20), 9, 5, 0.0)])
