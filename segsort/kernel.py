@@ -78,7 +78,8 @@ def _nca_loss_grad(op, upstream, _grad_embedding, _grad_prototypes):
 tf.no_gradient('SegsortBatchKmeans')
 
 
-def nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration):
+def nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration,
+             normalize_embedding=False):
     """Mean NCA negative log-likelihood (the kernel of `segsort.losses.segment_loss`), prototypes included.
 
     Args:
@@ -88,6 +89,7 @@ def nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, conc
       memory: float32 [M, D] extra prototypes (M may be 0; no gradient).
       memory_class: int32 [M] their compact classes.
       concentration: kappa.
+      normalize_embedding: the rows are raw: normalise them first (the gradient is w.r.t. the raw rows).
     Returns:
       (loss scalar float32, mean over the counted pixels (NaN if none, as a mean of nothing), differentiable
        w.r.t. embedding, also through the prototypes; prototypes [S, D] float32, the normalised segment sums, an
@@ -98,22 +100,31 @@ def nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, conc
     module = LIBRARY.load(raise_errors=True)
     loss, _, prototypes = module.segsort_nca_loss(
         embedding, tf.cast(segment_ids, tf.int32), tf.cast(prototype_class, tf.int32), memory,
-        tf.cast(memory_class, tf.int32), tf.cast(concentration, tf.float32))
+        tf.cast(memory_class, tf.int32), tf.cast(concentration, tf.float32),
+        normalize_embedding=bool(normalize_embedding))
     return loss, tf.stop_gradient(prototypes)
 
 
-def batch_kmeans(embedding, initial_labels, num_clusters, iterations, valid):
-    """`segsort.clustering.batch_kmeans_with_initial_labels` on the CPU kernel.
+def batch_kmeans(embedding, initial_labels, num_clusters, iterations, valid, locations=None,
+                 normalize_embedding=False):
+    """`segsort.clustering.batch_kmeans_with_initial_labels` on the CPU kernel, features built in the op.
 
     Args:
-      embedding: float32 [B, P, F] unit rows.
+      embedding: float32 [B, P, D] (unit rows, or raw with normalize_embedding).
       initial_labels: int [B, P] in [0, num_clusters) (checked on valid pixels).
       num_clusters: clusters per image (int).
       iterations: M/E iterations (int).
       valid: bool [B, P].
+      locations: optional float32 [B, P, L] appended to the (unit) embedding; the features are
+        normalise([embedding, locations]), as `add_segsort_loss` builds them.
+      normalize_embedding: normalise the embedding rows before appending the locations.
     Returns:
       int64 [B, P] (invalid pixels: their initial label).
     """
     module = LIBRARY.load(raise_errors=True)
-    return module.segsort_batch_kmeans(tf.stop_gradient(embedding), tf.cast(initial_labels, tf.int32), valid,
-                                       num_clusters=int(num_clusters), iterations=int(iterations))
+    embedding = tf.stop_gradient(embedding)
+    if locations is None:
+        locations = tf.zeros(tf.concat([tf.shape(embedding)[:2], [0]], 0), embedding.dtype)
+    return module.segsort_batch_kmeans(embedding, tf.cast(locations, embedding.dtype),
+                                       tf.cast(initial_labels, tf.int32), valid, num_clusters=int(num_clusters),
+                                       iterations=int(iterations), normalize_embedding=bool(normalize_embedding))

@@ -198,7 +198,7 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
 
 
 def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, concentration, memory=None,
-                 memory_labels=None, impl='auto'):
+                 memory_labels=None, impl='auto', normalize_rows=False):
     """The supervised vMF loss of given segments (`_calculate_vmf_loss` of the original, without the memory update).
 
     Args:
@@ -210,12 +210,15 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
       concentration: kappa.
       memory, memory_labels: optional extra prototypes [M, D] (unit rows) and their labels [M].
       impl: 'auto' | 'kernel' | 'tf' (module docstring).
+      normalize_rows: `embedding` holds raw rows: normalise them first (inside the kernel, with its gradient).
     Returns:
       (loss scalar, prototypes [S, D]; with the kernel the prototypes are an output without gradient).
     """
     del semantic_labels
     embedding = tf.convert_to_tensor(embedding)
     impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding.shape[-1])
+    if normalize_rows and impl != 'kernel':
+        embedding = clustering.normalize_embedding(embedding)
     num_segments = tf.shape(prototype_labels)[0]
     all_labels = prototype_labels
     if memory is not None:
@@ -228,7 +231,8 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
             memory, memory_class = tf.zeros([0, tf.shape(embedding)[1]], embedding.dtype), tf.zeros([0], tf.int32)
         else:
             memory, memory_class = tf.cast(memory, embedding.dtype), all_class[num_segments:]
-        return segsort_kernel.nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration)
+        return segsort_kernel.nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration,
+                                       normalize_embedding=normalize_rows)
     prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
     pixel_class = tf.gather(prototype_class, segment_ids)
     memory_block = None
@@ -270,20 +274,23 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
     Returns:
       scalar loss (0 when no pixel is valid).
     """
-    embedding = clustering.normalize_embedding(tf.convert_to_tensor(embedding))
+    embedding = tf.convert_to_tensor(embedding)
     impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding_dim + 2)
     batch_size = tf.shape(embedding)[0]
-    flat_embedding = tf.reshape(embedding, [batch_size, -1, embedding_dim])
+    raw_embedding = tf.reshape(embedding, [batch_size, -1, embedding_dim])
+    # The kernel ops normalise the embedding themselves (the NCA op differentiates through it).
+    flat_embedding = raw_embedding if impl == 'kernel' else clustering.normalize_embedding(raw_embedding)
     labels = tf.reshape(tf.cast(labels, tf.int32), [batch_size, -1])
     clusters = tf.reshape(tf.cast(cluster_labels, tf.int32), [batch_size, -1])
     locations = tf.reshape(tf.cast(loc_features, embedding.dtype), [batch_size, -1, 2])
     valid = tf.not_equal(labels, ignore_label)
 
-    with_location = clustering.normalize_embedding(tf.concat([flat_embedding, locations], 2))
     if impl == 'kernel' and isinstance(num_clusters, int) and isinstance(kmeans_iterations, int):
-        clusters = segsort_kernel.batch_kmeans(with_location, clusters, num_clusters * num_clusters,
-                                               kmeans_iterations, valid)
+        clusters = segsort_kernel.batch_kmeans(raw_embedding, clusters, num_clusters * num_clusters,
+                                               kmeans_iterations, valid, locations, normalize_embedding=True)
     else:
+        unit = clustering.normalize_embedding(raw_embedding) if impl == 'kernel' else flat_embedding
+        with_location = clustering.normalize_embedding(tf.concat([unit, locations], 2))
         clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
                                                                num_clusters * num_clusters, kmeans_iterations, valid,
                                                                jit_compile=True)
@@ -309,7 +316,7 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
                              'holding the memory variables)')
         memory, memory_labels = memory_bank.read()
     loss, prototypes = segment_loss(pixel_embedding, semantic, segment_ids, prototype_labels, concentration,
-                                    memory, memory_labels, impl=impl)
+                                    memory, memory_labels, impl=impl, normalize_rows=impl == 'kernel')
     if memory_bank is not None and num_banks > 0:
         memory_bank.update(prototypes, prototype_labels)
     return tf.where(tf.size(semantic) > 0, loss, tf.zeros_like(loss))

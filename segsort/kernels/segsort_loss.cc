@@ -273,7 +273,9 @@ void NcaChunk(const NcaProblem& p, int64_t chunk, float* scaled, float* tile, fl
 
 class SegsortNcaLossOp : public OpKernel {
  public:
-  explicit SegsortNcaLossOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit SegsortNcaLossOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("normalize_embedding", &normalize_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& embedding = ctx->input(0);
@@ -334,11 +336,17 @@ class SegsortNcaLossOp : public OpKernel {
                                            &compact));
     float* rows_e = compact.flat<float>().data();
     const float* emb = embedding.flat<float>().data();
-    std::vector<float> sums(p.s * p.dp, 0.0f), norms(p.s);
+    std::vector<float> sums(p.s * p.dp, 0.0f), norms(p.s), row_norms(normalize_ ? p.n : 0);
     for (int64_t i = 0; i < p.n; ++i) {
       float* row = rows_e + i * p.dp;
       std::memcpy(row, emb + row_index[i] * p.d, p.d * sizeof(float));
       std::fill(row + p.d, row + p.dp, 0.0f);
+      if (normalize_) {
+        float squares = 0;
+        for (int64_t k = 0; k < p.d; ++k) squares += row[k] * row[k];
+        row_norms[i] = std::sqrt(squares);
+        for (int64_t k = 0; k < p.d; ++k) row[k] /= row_norms[i];
+      }
       float* sum = sums.data() + counted_segment[i] * p.dp;
       for (int64_t k = 0; k < p.d; ++k) sum[k] += row[k];
     }
@@ -420,9 +428,17 @@ class SegsortNcaLossOp : public OpKernel {
         float* out = ge + row_index[i] * p.d;
         const float* g = grad_sums.data() + counted_segment[i] * p.dp;
         for (int64_t k = 0; k < p.d; ++k) out[k] += g[k];
+        if (normalize_) {  // through y = x / |x|: (g - y (g . y)) / |x|
+          const float* y = rows_e + i * p.dp;
+          float dot = 0;
+          for (int64_t k = 0; k < p.d; ++k) dot += out[k] * y[k];
+          for (int64_t k = 0; k < p.d; ++k) out[k] = (out[k] - y[k] * dot) / row_norms[i];
+        }
       }
     });
   }
+ private:
+  bool normalize_ = false;
 };
 
 // ------------------------------------------------------------------------------------------------------ k-means
@@ -516,19 +532,34 @@ void Kmeans(int64_t fv, const float* embedding, const int32_t* initial, const bo
   }
 }
 
+// Unit-length x (float, no epsilon: a zero vector gives NaN, as segsort.clustering.normalize_embedding).
+inline void NormalizeRow(float* x, int64_t n) {
+  float squares = 0;
+  for (int64_t k = 0; k < n; ++k) squares += x[k] * x[k];
+  const float norm = std::sqrt(squares);
+  for (int64_t k = 0; k < n; ++k) x[k] /= norm;
+}
+
 class SegsortBatchKmeansOp : public OpKernel {
  public:
   explicit SegsortBatchKmeansOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_clusters", &clusters_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("iterations", &iterations_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("normalize_embedding", &normalize_));
   }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& embedding = ctx->input(0);
-    const Tensor& initial = ctx->input(1);
-    const Tensor& valid = ctx->input(2);
-    OP_REQUIRES(ctx, embedding.dims() == 3, InvalidArgument("segsort_batch_kmeans: embedding must be [B,P,F]"));
-    const int64_t batch = embedding.dim_size(0), pixels = embedding.dim_size(1), f = embedding.dim_size(2);
+    const Tensor& locations = ctx->input(1);
+    const Tensor& initial = ctx->input(2);
+    const Tensor& valid = ctx->input(3);
+    OP_REQUIRES(ctx, embedding.dims() == 3 && locations.dims() == 3,
+                InvalidArgument("segsort_batch_kmeans: embedding and locations must be [B,P,D] and [B,P,L]"));
+    const int64_t batch = embedding.dim_size(0), pixels = embedding.dim_size(1), d = embedding.dim_size(2);
+    const int64_t l = locations.dim_size(2), f = d + l;
+    OP_REQUIRES(ctx, locations.dim_size(0) == batch && locations.dim_size(1) == pixels,
+                InvalidArgument("segsort_batch_kmeans: locations ", locations.shape().DebugString(),
+                                " disagree with the embedding ", embedding.shape().DebugString()));
     OP_REQUIRES(ctx, initial.dims() == 2 && initial.dim_size(0) == batch && initial.dim_size(1) == pixels &&
                          valid.shape() == initial.shape(),
                 InvalidArgument("segsort_batch_kmeans: labels / valid must be [B,P] = ", batch, "x", pixels));
@@ -543,14 +574,24 @@ class SegsortBatchKmeansOp : public OpKernel {
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, initial.shape(), &out));
     const float* emb = embedding.flat<float>().data();
+    const float* loc = locations.flat<float>().data();
     int64_t* labels = out->flat<int64_t>().data();
     const int64_t fv = std::max<int64_t>(1, (f + kLanes - 1) / kLanes);
     // Cluster tiles of 5 when they divide the clusters (the 5x5 grid: no padded cluster rows), else 8.
     auto image = clusters_ % 5 == 0 ? &Kmeans<5> : &Kmeans<8>;
     auto work = [&](int64_t begin, int64_t end) {
+      std::vector<float> features(pixels * f);
       for (int64_t b = begin; b < end; ++b) {
         const int64_t o = b * pixels;
-        image(fv, emb + o * f, init + o, val + o, pixels, f, clusters_, iterations_, labels + o);
+        // Features of the clustering: normalise([unit embedding, locations]).
+        for (int64_t i = 0; i < pixels; ++i) {
+          float* x = features.data() + i * f;
+          std::memcpy(x, emb + (o + i) * d, d * sizeof(float));
+          if (normalize_) NormalizeRow(x, d);
+          std::memcpy(x + d, loc + (o + i) * l, l * sizeof(float));
+          NormalizeRow(x, f);
+        }
+        image(fv, features.data(), init + o, val + o, pixels, f, clusters_, iterations_, labels + o);
       }
     };
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
@@ -560,6 +601,7 @@ class SegsortBatchKmeansOp : public OpKernel {
  private:
   int clusters_ = 0;
   int iterations_ = 0;
+  bool normalize_ = false;
 };
 
 }  // namespace
@@ -571,6 +613,7 @@ REGISTER_OP("SegsortNcaLoss")
     .Input("memory: float")
     .Input("memory_class: int32")
     .Input("concentration: float")
+    .Attr("normalize_embedding: bool = false")
     .Output("loss: float")
     .Output("grad_embedding: float")
     .Output("prototypes: float")
@@ -582,23 +625,28 @@ REGISTER_OP("SegsortNcaLoss")
     })
     .Doc(R"doc(
 Mean NCA negative log-likelihood of the SegSort vMF mixture over the pixels with segment id >= 0 (-1: ignored),
+the embedding rows normalised first with normalize_embedding (the gradient is then w.r.t. the raw rows),
 the prototypes being the normalised sums of their segments' pixels, and its gradient (for an upstream gradient of
 1) w.r.t. the embedding [N, D], through the prototypes too (the memory [M, D] gets none). prototypes: [S, D].
 )doc");
 
 REGISTER_OP("SegsortBatchKmeans")
     .Input("embedding: float")
+    .Input("locations: float")
     .Input("initial_labels: int32")
     .Input("valid: bool")
     .Attr("num_clusters: int")
     .Attr("iterations: int >= 0")
+    .Attr("normalize_embedding: bool = false")
     .Output("labels: int64")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(1));
+      c->set_output(0, c->input(2));
       return absl::OkStatus();
     })
     .Doc(R"doc(
-vMF k-means of every image [P, F] of a batch from its initial labels; invalid pixels keep their initial label.
+vMF k-means of every image of a batch on the features normalise([embedding (normalised first with
+normalize_embedding), locations]) ([P, D + L], L may be 0) from its initial labels; invalid pixels keep their
+initial label.
 )doc");
 
 REGISTER_KERNEL_BUILDER(Name("SegsortNcaLoss").Device(DEVICE_CPU), SegsortNcaLossOp);

@@ -133,23 +133,36 @@ def test_nca_kernel_is_deterministic_and_rejects_bad_segment_ids():
         kernel.nca_loss(emb, bad_ids, *args)
 
 
-@pytest.mark.parametrize('batch, size, features, grid, void', [(3, (13, 11), 34, 3, 0.2), (2, (20, 20), 9, 5, 0.0)])
-def test_kmeans_kernel_matches_tensorflow_path(batch, size, features, grid, void):
+@pytest.mark.parametrize('batch, size, features, grid, void, raw', [
+    (3, (13, 11), 32, 3, 0.2, True),   # raw embedding + 2 location features, normalised in the op
+    (2, (20, 20), 9, 5, 0.0, False),   # unit features, no locations
+])
+def test_kmeans_kernel_matches_tensorflow_path(batch, size, features, grid, void, raw):
     rng = np.random.default_rng(batch * features)
     # Clustered data (well-separated means) so that no pixel sits on a near-tie between two clusters.
     means = _unit(rng, 6, features)
     which = rng.integers(0, 6, size=(batch, size[0] * size[1]))
     emb = means[which] + 0.3 * rng.normal(size=which.shape + (features,)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    locations = None
+    if raw:
+        emb *= rng.uniform(0.5, 3, size=which.shape + (1,)).astype(np.float32)
+        locations = np.broadcast_to(clustering.generate_location_features(size, 'float').numpy().reshape(1, -1, 2),
+                                    which.shape + (2,)).astype(np.float32)
+        unit = clustering.normalize_embedding(emb)
+        oracle_features = clustering.normalize_embedding(tf.concat([unit, locations], 2))
+    else:
+        emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+        oracle_features = emb
     initial = np.broadcast_to(clustering.initialize_cluster_labels([grid, grid], size).numpy().reshape(1, -1),
                               which.shape).astype(np.int32).copy()
     initial[0, :size[1] * 4] = 0  # image 0: the first rows all in cluster 0 -> other clusters may go empty
     valid = rng.random(which.shape) >= void
     clusters = grid * grid + 2  # two ids no pixel starts in: empty from the first M-step
-    got = kernel.batch_kmeans(emb, initial, clusters, 10, valid).numpy()
-    want = clustering.batch_kmeans_with_initial_labels(emb, initial, clusters, 10, valid).numpy()
+    got = kernel.batch_kmeans(emb, initial, clusters, 10, valid, locations, normalize_embedding=raw).numpy()
+    want = clustering.batch_kmeans_with_initial_labels(oracle_features, initial, clusters, 10, valid).numpy()
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got[~valid], initial[~valid])
+    assert (got != initial)[valid].any()  # the clustering did move pixels
 
 
 def _segsort_case(seed, batch=2, size=(9, 13), dim=32, void=0.15):
