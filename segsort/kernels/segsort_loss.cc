@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -72,6 +73,22 @@ inline double HorizontalSum(Vec v) {
 }
 
 inline int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Calls fn(std::integral_constant<int, V>{}) for the number of 16-float vectors V (1..8) of a feature row, so that
+// the register tiles have a compile-time width.
+template <typename Fn>
+void DispatchVectors(int64_t vectors, Fn&& fn) {
+  switch (vectors) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    default: fn(std::integral_constant<int, 8>{}); break;
+  }
+}
 
 // exp(x): Cephes' expf polynomial after the reduction x = n ln2 + r (|r| <= ln2 / 2), ~1 ulp; NaN stays NaN.
 #ifdef __AVX512F__
@@ -389,16 +406,9 @@ class SegsortNcaLossOp : public OpKernel {
       std::vector<float> tile(RoundUp(kBlock, kRows) * p.jp), scaled(RoundUp(kBlock, kRows) * p.d);
       for (int64_t chunk = begin; chunk < end; ++chunk) {
         float* a = acc + chunk * p.s * p.dp;
-        switch (p.dp / kLanes) {
-          case 1: NcaChunk<1>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          case 2: NcaChunk<2>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          case 3: NcaChunk<3>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          case 4: NcaChunk<4>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          case 5: NcaChunk<5>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          case 6: NcaChunk<6>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          case 7: NcaChunk<7>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-          default: NcaChunk<8>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]); break;
-        }
+        DispatchVectors(p.dp / kLanes, [&](auto vectors) {
+          NcaChunk<decltype(vectors)::value>(p, chunk, scaled.data(), tile.data(), ge, a, &chunk_loss[chunk]);
+        });
       }
     };
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
@@ -523,13 +533,9 @@ void KmeansImage(const float* embedding, const int32_t* initial, const bool* val
 template <int kTile>
 void Kmeans(int64_t fv, const float* embedding, const int32_t* initial, const bool* valid, int64_t pixels, int64_t f,
             int64_t clusters, int iterations, int64_t* out) {
-  switch (fv) {
-    case 1: KmeansImage<1, kTile>(embedding, initial, valid, pixels, f, clusters, iterations, out); break;
-    case 2: KmeansImage<2, kTile>(embedding, initial, valid, pixels, f, clusters, iterations, out); break;
-    case 3: KmeansImage<3, kTile>(embedding, initial, valid, pixels, f, clusters, iterations, out); break;
-    case 4: KmeansImage<4, kTile>(embedding, initial, valid, pixels, f, clusters, iterations, out); break;
-    default: KmeansImage<8, kTile>(embedding, initial, valid, pixels, f, clusters, iterations, out);
-  }
+  DispatchVectors(fv, [&](auto vectors) {
+    KmeansImage<decltype(vectors)::value, kTile>(embedding, initial, valid, pixels, f, clusters, iterations, out);
+  });
 }
 
 // Unit-length x (float, no epsilon: a zero vector gives NaN, as segsort.clustering.normalize_embedding).

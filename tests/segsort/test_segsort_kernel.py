@@ -3,7 +3,7 @@ shapes (odd pixel counts and dims, ignored pixels, prototypes without pixels, em
 or several labels), the registered gradient, the impl choice and the fallback when the build fails.
 
 The library is compiled once per machine into the kernel cache (~/.cache/affinity-seg or $AFFINITY_SEG_CACHE);
-a fresh machine pays ~15 s of g++ in the first test that loads it."""
+a fresh machine pays ~20-60 s of g++ in the first test that loads it."""
 import logging
 import re
 import shutil
