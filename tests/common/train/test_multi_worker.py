@@ -87,6 +87,21 @@ def segsort_runs(voc_root, root):
                         + REDUCED_PSPNET + schedule('num-steps', 'save-pred-every'))]
 
 
+def segsort_pending(name):
+    """Why the segsort weights may differ from the single process, or '' once they cannot.
+
+    With the C++ loss kernels (segsort.kernel, the CPU default) the multi-worker weights came out up to 3e-5 off the
+    single process (conv1 BatchNorm moving mean after the 5 steps); with --loss-impl tf they match. Not explained
+    yet: the kernels are deterministic for given inputs and independent of the thread count, and 2 in-process
+    replicas equal 1 device with them (tests/segsort/test_segsort_train.py).
+    """
+    del name
+    from segsort import kernel
+    if kernel.resolve_impl('auto') != 'kernel':
+        return ''
+    return 'segsort.kernel loss: multi-worker weights 3e-5 off the single process (unexplained; --loss-impl tf matches)'
+
+
 def psa_common(voc_root, root, session):
     """Flags of a tiny PSA training (ResNet-38 at 1/16 width, from scratch, original frozen BN)."""
     data_list = one_batch_list(voc_root, root, source=('voc12', 'train_aug.txt'))
@@ -163,7 +178,7 @@ class TrainerCase:
 
 TRAINERS = {
     'aaf': TrainerCase('aaf.train', aaf_runs, 3, lambda name: aaf_pending() if name != 'baseline' else ''),
-    'segsort': TrainerCase('segsort.train', segsort_runs, 1),
+    'segsort': TrainerCase('segsort.train', segsort_runs, 1, segsort_pending),
     'train_cls': TrainerCase('affinitynet.train_cls', psa_cls_runs, 1, kill=False, env=NO_ONEDNN,
                              reference_in_subprocess=True, no_dropout=True, frozen=psa_frozen),
     'train_aff': TrainerCase('affinitynet.train_aff', psa_aff_runs, 1, kill=False, env=NO_ONEDNN,
