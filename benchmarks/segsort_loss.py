@@ -6,10 +6,11 @@ each as one `tf.function` graph, like the TF1 session:
 * original: the per-image Python loop of `train_utils.add_segsort_loss` (gather the valid pixels, k-means with
   one-hot matmul M-steps, one graph per image), then `_calculate_vmf_loss` with the similarity matmul split in B
   chunks and the dense same-/different-class masks of `_calculate_log_likelihood`, differentiated by autodiff;
-* ours: `segsort.losses.add_segsort_loss`: the 10 k-means M/E steps of all images as one XLA-compiled loop (segment
-  sums on image-offset ids, unrolled first-arg-max), the NCA likelihood as one op with its written-out gradient (class
-  sums per prototype block, no dense same-/different-class masks, the one-label inert memory bank's gradient as a
-  row scaling of S_M M, its block computed from the embedding alone so that it runs while k-means runs).
+* ours: `segsort.losses.add_segsort_loss` with `--impl` (default auto = the C++ CPU kernels of `segsort.kernel`):
+  the k-means of all images in one op (images in parallel, stops at the fixed point) and the prototypes + NCA
+  likelihood + its gradient in one op (blocks of pixels against all prototypes in cache, polynomial exp, no
+  [pixels x prototypes] tensor, the whole grid with ignored pixels left out). `--impl tf` times the TensorFlow path
+  (XLA-compiled batched k-means, NCA op with a written-out gradient).
 
 Method. Time: after 2 warm-up calls (tracing), the variants are called in alternation for several rounds (results fetched
 to NumPy); the fastest call of each is compared (the least disturbed one on a shared machine), medians are shown.
@@ -20,7 +21,7 @@ Both variants run in this process, one after the other, on the same inputs.
 
 Ends with `segsort loss: time ratio <r>x, peak memory ratio <m>x` (original / ours).
 
-Run: python benchmarks/segsort_loss.py [--batch 8] [--size 42] [--repeats 5]
+Run: python benchmarks/segsort_loss.py [--batch 8] [--size 42] [--repeats 7] [--impl auto|kernel|tf]
 """
 import argparse
 import os
@@ -150,6 +151,8 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=8, help='images per batch')
     parser.add_argument('--size', type=int, default=42, help='embedding side (336 crops -> 42)')
     parser.add_argument('--repeats', type=int, default=7, help='timed calls per variant')
+    parser.add_argument('--impl', default='auto', choices=losses.segsort_kernel.IMPLEMENTATIONS,
+                        help="our loss: auto (the C++ kernels on CPU), kernel, or tf (the TensorFlow ops)")
     args = parser.parse_args(argv)
     inputs = make_inputs(args.batch, args.size)
     bank = losses.MemoryBank(NUM_BANKS, NUM_CLUSTERS ** 2 * args.batch, EMBEDDING_DIM, seed=0)
@@ -167,7 +170,7 @@ def main(argv=None):
         with tf.GradientTape() as tape:
             tape.watch(embedding)
             loss = losses.add_segsort_loss(embedding, labels, EMBEDDING_DIM, IGNORE, KAPPA, clusters, NUM_CLUSTERS,
-                                           ITERATIONS, NUM_BANKS, loc, memory_bank=bank)
+                                           ITERATIONS, NUM_BANKS, loc, memory_bank=bank, impl=args.impl)
         return loss, tape.gradient(loss, embedding)
 
     shape = [args.batch, args.size, args.size, EMBEDDING_DIM]

@@ -7,7 +7,11 @@
   * the NCA likelihood is one fused op (`vmf_nca_loss`) whose gradient is written out: the [pixels x prototypes]
     similarity matrix is the only large tensor kept between the passes, instead of the several same-sized masks
     and products the original keeps for autodiff;
-  * a batch without valid pixels gives loss 0 instead of NaN.
+  * a batch without valid pixels gives loss 0 instead of NaN;
+  * `impl` ('auto' | 'kernel' | 'tf'): on CPU, 'auto' runs the k-means and the NCA likelihood (forward and
+    gradient) as the compiled C++ ops of `segsort.kernel` (blockwise, no [pixels x prototypes] tensor; same maths,
+    float32); 'tf' is the TensorFlow path above (the test oracle, and what 'auto' uses on GPU, for float64, inside
+    XLA, or when the kernel cannot be built).
 
 Memory bank (aaf_segsort.md 7.3 step 5, quirk Q-S1): the original creates `num_banks` banks of 25*B random
 prototypes labelled 0 whose update never runs. `MemoryBank(..., fifo=False)` (the default) reproduces that inert,
@@ -16,6 +20,7 @@ random, label-0 memory; `fifo=True` makes the intended first-in-first-out update
 import tensorflow as tf
 
 from segsort import clustering
+from segsort import kernel as segsort_kernel
 
 LABEL_DIVISOR = 256
 
@@ -193,27 +198,42 @@ def vmf_nca_loss(embedding, prototypes, segment_ids, prototype_class, pixel_clas
 
 
 def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, concentration, memory=None,
-                 memory_labels=None):
+                 memory_labels=None, impl='auto', normalize_rows=False):
     """The supervised vMF loss of given segments (`_calculate_vmf_loss` of the original, without the memory update).
 
     Args:
       embedding: float [N, D] unit rows of the valid pixels.
-      semantic_labels: int [N].
-      segment_ids: int32 [N] segment of each pixel (0..S-1).
+      semantic_labels: int [N] (not needed: a pixel's class is its segment's).
+      segment_ids: int32 [N] segment of each pixel (0..S-1); with the kernel, -1 leaves a pixel out (so that
+        `add_segsort_loss` passes the whole grid instead of gathering the valid pixels).
       prototype_labels: int32 [S] semantic label of each segment.
       concentration: kappa.
       memory, memory_labels: optional extra prototypes [M, D] (unit rows) and their labels [M].
+      impl: 'auto' | 'kernel' | 'tf' (module docstring).
+      normalize_rows: `embedding` holds raw rows: normalise them first (inside the kernel, with its gradient).
     Returns:
-      (loss scalar, prototypes [S, D]).
+      (loss scalar, prototypes [S, D]; with the kernel the prototypes are an output without gradient).
     """
+    del semantic_labels
+    embedding = tf.convert_to_tensor(embedding)
+    impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding.shape[-1])
+    if normalize_rows and impl != 'kernel':
+        embedding = clustering.normalize_embedding(embedding)
     num_segments = tf.shape(prototype_labels)[0]
-    prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
     all_labels = prototype_labels
     if memory is not None:
         memory_labels = tf.cast(memory_labels, prototype_labels.dtype)
         all_labels = tf.concat([prototype_labels, memory_labels], 0)
     classes, all_class = tf.unique(all_labels)
     prototype_class = all_class[:num_segments]
+    if impl == 'kernel':
+        if memory is None:
+            memory, memory_class = tf.zeros([0, tf.shape(embedding)[1]], embedding.dtype), tf.zeros([0], tf.int32)
+        else:
+            memory, memory_class = tf.cast(memory, embedding.dtype), all_class[num_segments:]
+        return segsort_kernel.nca_loss(embedding, segment_ids, prototype_class, memory, memory_class, concentration,
+                                       normalize_embedding=normalize_rows)
+    prototypes = clustering.calculate_prototypes_from_labels(embedding, segment_ids, num_segments)
     pixel_class = tf.gather(prototype_class, segment_ids)
     memory_block = None
     if memory is not None:
@@ -229,7 +249,7 @@ def segment_loss(embedding, semantic_labels, segment_ids, prototype_labels, conc
 
 
 def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentration, cluster_labels, num_clusters,
-                     kmeans_iterations, num_banks, loc_features, memory_bank=None):
+                     kmeans_iterations, num_banks, loc_features, memory_bank=None, impl='auto'):
     """Supervised SegSort loss (aaf_segsort.md 7.3).
 
     Per image: valid pixels (label != ignore_label) are clustered by vMF k-means on [embedding, location]
@@ -249,29 +269,45 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
       num_banks: memory banks (0 = none); with num_banks > 0 pass `memory_bank`.
       loc_features: float [B, h, w, 2] (y, x) location features.
       memory_bank: a `MemoryBank` (its fifo flag decides whether it is updated).
+      impl: 'auto' | 'kernel' | 'tf': the compiled C++ k-means and NCA ops or the TensorFlow ones (module
+        docstring); 'auto' = the kernel on CPU for float32 when it loads.
     Returns:
       scalar loss (0 when no pixel is valid).
     """
-    embedding = clustering.normalize_embedding(tf.convert_to_tensor(embedding))
+    embedding = tf.convert_to_tensor(embedding)
+    impl = segsort_kernel.resolve_impl(impl, embedding.dtype, embedding_dim + 2)
     batch_size = tf.shape(embedding)[0]
-    flat_embedding = tf.reshape(embedding, [batch_size, -1, embedding_dim])
+    raw_embedding = tf.reshape(embedding, [batch_size, -1, embedding_dim])
+    # The kernel ops normalise the embedding themselves (the NCA op differentiates through it).
+    flat_embedding = raw_embedding if impl == 'kernel' else clustering.normalize_embedding(raw_embedding)
     labels = tf.reshape(tf.cast(labels, tf.int32), [batch_size, -1])
     clusters = tf.reshape(tf.cast(cluster_labels, tf.int32), [batch_size, -1])
     locations = tf.reshape(tf.cast(loc_features, embedding.dtype), [batch_size, -1, 2])
     valid = tf.not_equal(labels, ignore_label)
 
-    with_location = clustering.normalize_embedding(tf.concat([flat_embedding, locations], 2))
-    clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
-                                                           num_clusters * num_clusters, kmeans_iterations, valid,
-                                                           jit_compile=True)
+    if impl == 'kernel' and isinstance(num_clusters, int) and isinstance(kmeans_iterations, int):
+        clusters = segsort_kernel.batch_kmeans(raw_embedding, clusters, num_clusters * num_clusters,
+                                               kmeans_iterations, valid, locations, normalize_embedding=True)
+    else:
+        unit = clustering.normalize_embedding(raw_embedding) if impl == 'kernel' else flat_embedding
+        with_location = clustering.normalize_embedding(tf.concat([unit, locations], 2))
+        clusters = clustering.batch_kmeans_with_initial_labels(tf.stop_gradient(with_location), clusters,
+                                                               num_clusters * num_clusters, kmeans_iterations, valid,
+                                                               jit_compile=True)
     clusters = clusters + tf.range(tf.cast(batch_size, tf.int64), dtype=tf.int64)[:, tf.newaxis] * LABEL_DIVISOR
 
     # Valid pixels of all images in row-major order, as the original's per-image gathers concatenated.
     valid_index = tf.where(valid)
     semantic = tf.gather_nd(labels, valid_index)
     pixel_clusters = tf.gather_nd(clusters, valid_index)
-    pixel_embedding = tf.gather_nd(flat_embedding, valid_index)
     segment_ids, prototype_labels = clustering.prepare_prototype_labels(semantic, pixel_clusters, LABEL_DIVISOR)
+    if impl == 'kernel':
+        # The kernel takes the whole grid with segment -1 on ignored pixels: no gather of the embedding and no
+        # scatter of its gradient.
+        grid_ids = tf.scatter_nd(valid_index, segment_ids + 1, tf.shape(labels, out_type=tf.int64)) - 1
+        pixel_embedding, segment_ids = tf.reshape(flat_embedding, [-1, embedding_dim]), tf.reshape(grid_ids, [-1])
+    else:
+        pixel_embedding = tf.gather_nd(flat_embedding, valid_index)
 
     memory = memory_labels = None
     if num_banks > 0:
@@ -280,7 +316,7 @@ def add_segsort_loss(embedding, labels, embedding_dim, ignore_label, concentrati
                              'holding the memory variables)')
         memory, memory_labels = memory_bank.read()
     loss, prototypes = segment_loss(pixel_embedding, semantic, segment_ids, prototype_labels, concentration,
-                                    memory, memory_labels)
+                                    memory, memory_labels, impl=impl, normalize_rows=impl == 'kernel')
     if memory_bank is not None and num_banks > 0:
         memory_bank.update(prototypes, prototype_labels)
     return tf.where(tf.size(semantic) > 0, loss, tf.zeros_like(loss))

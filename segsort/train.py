@@ -96,6 +96,10 @@ def define_flags(flag_values=FLAGS, unsupervised=False):
         define[type(default)](name, default, help_text, **fv)
     flags.DEFINE_enum('strategy', 'auto', ['auto', 'one_device', 'mirrored', 'multi_worker', 'tpu'],
                       'tf.distribute strategy; auto = one device or MirroredStrategy by --num_gpu.', **fv)
+    if not unsupervised:
+        flags.DEFINE_enum('loss_impl', 'auto', ['auto', 'kernel', 'tf'],
+                          'SegSort loss implementation: the compiled C++ CPU ops (k-means, NCA likelihood with its '
+                          'gradient), the TensorFlow ops, or auto = the C++ ops on CPU when they build.', **fv)
     define_embedding_flags(flag_values, kmeans=not unsupervised)
 
 
@@ -157,7 +161,8 @@ def make_loss_fn(cfg, unsupervised=False, memory_bank=None):
             embedding_all, labels, clusters, locations = _all_gather([embedding, labels, clusters, locations])
             loss = add_segsort_loss(tf.cast(embedding_all, tf.float32), labels, cfg.embedding_dim, cfg.ignore_label,
                                     cfg.concentration, clusters, cfg.num_clusters, cfg.kmeans_iterations,
-                                    cfg.num_banks, locations, memory_bank=memory_bank)
+                                    cfg.num_banks, locations, memory_bank=memory_bank,
+                                    impl=getattr(cfg, 'loss_impl', 'auto'))
         return {'seg_loss': loss}, embedding
 
     return loss_fn

@@ -1,4 +1,6 @@
 """segsort.losses: values and gradients against the original (golden), NumPy references and NaN safety."""
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,13 +16,16 @@ def _loss_and_grad(fn, embedding, *args, **kwargs):
     return loss.numpy(), tape.gradient(loss, embedding).numpy()
 
 
-def test_add_segsort_loss_golden(golden, assert_golden):
+@pytest.mark.parametrize('impl', ['tf', 'kernel'])
+def test_add_segsort_loss_golden(golden, assert_golden, impl):
+    if impl == 'kernel' and shutil.which('g++') is None:
+        pytest.skip('the kernel is built with g++')
     ins, outs, case = golden('segsort_add_segsort_loss')
     s = case['scalars']
     loss, grad = _loss_and_grad(
         lambda e: losses.add_segsort_loss(e, ins['labels'], s['embedding_dim'], s['ignore_label'],
                                           s['concentration'], ins['cluster_labels'], s['num_clusters'],
-                                          s['kmeans_iterations'], s['num_banks'], ins['loc_features']),
+                                          s['kmeans_iterations'], s['num_banks'], ins['loc_features'], impl=impl),
         ins['embedding'])
     assert_golden(loss, outs['loss'], case['tolerance']['out_loss'])
     assert_golden(grad, outs['grad_embedding'], case['tolerance']['out_grad_embedding'])

@@ -139,6 +139,29 @@ def test_multi_replica_loss_is_the_global_batch_loss(num_banks, fifo_memory):
         assert not np.any(one_memory[num_banks:2 * num_banks])  # inert: labels stay 0
 
 
+def test_loss_impl_flag_kernel_and_tensorflow_train_alike():
+    """--loss_impl: the C++ kernels and the TF ops give the same losses and weights over two engine steps."""
+    assert parse_train_flags(['--loss_impl=tf']).loss_impl == 'tf'
+    assert parse_train_flags([]).loss_impl == 'auto'
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse_train_flags(['--loss_impl=fast'])
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=[4, 8, 8, 1]).astype(np.int32)
+    labels[2, 3:] = 255
+    from segsort.clustering import generate_location_features, initialize_cluster_labels
+    grid = initialize_cluster_labels([2, 2], [8, 8]).numpy()[None, ..., None]
+    batch = (rng.normal(size=[4, 8, 8, 3]).astype(np.float32), labels,
+             np.broadcast_to(grid, labels.shape).astype(np.int32),
+             np.broadcast_to(generate_location_features([8, 8], 'float').numpy()[None], [4, 8, 8, 2]).copy())
+    results = {}
+    for impl in ('tf', 'kernel'):
+        cfg = SimpleNamespace(embedding_dim=6, ignore_label=255, concentration=10.0, num_clusters=2,
+                              kmeans_iterations=3, num_banks=2, fifo_memory=False, loss_impl=impl)
+        results[impl] = _replica_step(['/cpu:0'], batch, cfg, num_steps=2)
+    np.testing.assert_allclose(results['kernel'][1], results['tf'][1], rtol=1e-5)
+    np.testing.assert_allclose(results['kernel'][0], results['tf'][0], rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--num_clusters=7'], r'--num_clusters 7 does not fit the crop: --input_size 48,48 gives a 6-pixel'),
     (['--num_clusters=17', '--input_size=144,144'], r'289 clusters per image exceed'),

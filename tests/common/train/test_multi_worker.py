@@ -77,12 +77,16 @@ def segsort_runs(voc_root, root):
     The original's BN decay (0.9997): with a fast decay (0.9) the moving mean of conv1, whose inputs are raw pixels
     minus the mean, differs by 3e-5 after 5 steps -- the float32 rounding of the batch moments summed per worker
     and then across workers instead of in one sum (moving statistics do not take part in the training forward).
+
+    The TF loss ops on both sides (--loss-impl tf, what `auto` picks under MultiWorkerMirroredStrategy): with the C++
+    kernels on both sides the weights came out up to 1e-3 apart (unexplained; see segsort.kernel._multi_worker).
     """
     data_list = one_batch_list(voc_root, root)
     return [('segsort', [f'--data-dir={voc_root}/VOCdevkit/', f'--data-list={data_list}',
                          f'--batch-size={GLOBAL_BATCH}', '--input-size=48,48', '--iter-size=1', '--is-training',
                          '--learning-rate=5e-3', '--update-tb-every=1000', '--random-seed=0', '--noprogress',
                          '--deterministic', '--embedding-dim=8', '--num-clusters=2', '--kmeans-iterations=3',
+                         '--loss-impl=tf',
                          f'--snapshot-dir={root}/cluster/segsort']
                         + REDUCED_PSPNET + schedule('num-steps', 'save-pred-every'))]
 
