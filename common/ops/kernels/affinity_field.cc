@@ -5,23 +5,37 @@
 // common/ops/affinity_fused.py (see its docstring); the XLA op and the literal losses are the test oracles.
 //
 // Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed per band of rows
-// (plus max(size) rows of halo) into a per-thread table [rows, W, 4, Cp] that stays in cache (Cp = C rounded up
-// to 8, zero padding, so every channel loop is a whole number of 8-float vectors and padded channels contribute
-// KL 0); nothing of size [N,H,W,C] is allocated besides the gradient and, with stash_logs, the forward's
-// [N,H,W,2,C] logs that the backward reads instead of computing them again. Labels are copied once into a map
-// padded by 2 * max(size) with -1 (ignored), so neighbour and bidirectional-ignore checks need no bounds tests.
+// (plus max(size) rows of halo) into a per-thread table [rows + 2 reach, W + 2 reach, 4, Cp] that stays in cache
+// (Cp = C rounded up to 8, zero padding, so every channel loop is a whole number of vectors and padded channels
+// contribute KL 0; cells outside the image are zero, so neighbours are read without bounds tests). Nothing of
+// size [N,H,W,C] is allocated besides the gradient and, with stash_logs, the forward's [N,H,W,2,C] logs. Labels
+// are copied once into a map padded by 2 * max(size) with -1 (ignored). Per image row, the pair flags (valid
+// pair, edge pair, and the backward's per-pair weights) are computed for the whole row in vector loops over x
+// from contiguous label reads; the pair loops then take a weight per pair (0 for an invalid pair) instead of
+// branching on labels.
 //
 // Forward: for each labelled centre p, size s and offset d with p+d and p-d labelled, KL summed over channels
 // (as H(q) - <V(q), L(p)>: the pairs add vectors, one dot product per centre and size), attributed to the
-// centre's class; for labels a != b channels a, b are edges (hinge
-// max(0, m - KL)) and the other C-2 non-edges. Rows are split into fixed blocks (deterministic sums, double
-// accumulators), run on TensorFlow's CPU thread pool.
+// centre's class; for labels a != b channels a, b are edges (hinge max(0, m - KL)) and the other C-2 non-edges.
+// Rows are split into fixed blocks (deterministic sums: float within a centre and size, double across),
+// run on TensorFlow's CPU thread pool.
 //
 // Backward: each pixel z writes its own gradient (no scatter, no atomics): for every offset d it takes the pair
 // (z, z+d) in both roles -- z the centre (offset d) and z the neighbour of centre z+d (offset -d) -- which
 // share the edge channels; two vector FMAs per pair, the edge channels' hinge corrections in a second, scalar
-// loop over the pixel's edge pairs (listed without branches). Gradients follow TensorFlow's for the original ops
-// (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
+// loop over the pixel's edge pairs (the set bits of the row's edge flags). Gradients follow TensorFlow's for the
+// original ops (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
+//
+// Where the time goes ([16, 60, 60, 21], sizes 1-3, the benchmark's 6x6-block labels, one thread, perf samples,
+// on the shared 2-core machine): forward ~12 ms: pair loop ~30%, scalar edge-hinge loop ~25%, dot product and
+// double accumulation ~10%, row-wise clip / log fill ~20%, row flags ~5%; backward ~21 ms: pair loop (two FMAs
+// per 8 floats, loads from L2: a pixel's 24 neighbours are 144 cache lines) ~35%, edge-channel corrections ~40%
+// (about a third of these pairs are edges; real label maps have far fewer), row flags ~10%, final per-channel
+// combine ~5%. The previous version (per-pair label branches and index arithmetic, per-pixel clip / log with
+// libc memcpy staging) took ~22 ms forward and ~24 ms backward: the per-pair scalar work, not the vector maths,
+// bounded it. Measured and not kept: an AVX-512 build (-mavx512f/vl/bw/dq, 16-float vectors, Cp 24) was no
+// faster than AVX2 here (the remaining cost is the scalar edge work and L2 loads); stashing the forward's logs
+// for the backward (costs the forward ~3 ms of copies, saves the backward ~1 ms) is off by default.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -52,6 +66,13 @@ enum Slot { kPos = 0, kNeg = 1, kLogPos = 2, kLogNeg = 3, kSlots = 4 };
 
 inline float Clip(float v) { return std::max(std::min(v, kClipHigh), kClipLow); }
 
+// Copies n floats with an inline vector loop: the per-pixel copies are ~21 floats, where a libc memcpy call per
+// copy cost as much as the copying.
+inline void CopyFloats(const float* from, int64_t n, float* to) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) to[i] = from[i];
+}
+
 // Natural log of a positive normal float, branch-free so that loops over it vectorise (std::log does not
 // without -ffast-math). Cephes' logf polynomial: |relative error| ~ 1e-7 on [1e-4, 1], the clipped range.
 inline float FastLog(float x) {
@@ -80,8 +101,8 @@ inline float FastLog(float x) {
   return m + y + 0.693359375f * exponent;
 }
 
-// One SIMD register of floats: 16 in the AVX-512 build, 8 otherwise (GCC splits wider generic vectors through
-// memory, which made the AVX2 build 5x slower). A pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are
+// One SIMD register of floats: 16 when built for AVX-512, 8 otherwise (GCC splits wider generic vectors
+// through memory, which made the AVX2 build 5x slower). A pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are
 // 2 Cp floats each, a whole number of registers (Cp % 8 == 0).
 #ifdef __AVX512F__
 constexpr int kVecFloats = 16;
@@ -240,10 +261,10 @@ void FillTable(const Geometry& g, const float* probs, const float* logs, int64_t
       }
       for (int64_t x = 0; x < g.w; ++x) {
         float* t = table + (row_cell + g.reach + x) * cell_floats;
-        std::memcpy(t + kPos * cp, pos + x * c, c * sizeof(float));
-        std::memcpy(t + kNeg * cp, neg + x * c, c * sizeof(float));
-        std::memcpy(t + kLogPos * cp, stashed + x * 2 * c, c * sizeof(float));
-        std::memcpy(t + kLogNeg * cp, stashed + x * 2 * c + c, c * sizeof(float));
+        CopyFloats(pos + x * c, c, t + kPos * cp);
+        CopyFloats(neg + x * c, c, t + kNeg * cp);
+        CopyFloats(stashed + x * 2 * c, c, t + kLogPos * cp);
+        CopyFloats(stashed + x * 2 * c + c, c, t + kLogNeg * cp);
       }
       continue;
     }
@@ -258,7 +279,7 @@ void FillTable(const Geometry& g, const float* probs, const float* logs, int64_t
     for (int64_t x = 0; x < g.w; ++x) {
       float* t = table + (row_cell + g.reach + x) * cell_floats;
       for (int slot = 0; slot < kSlots; ++slot) {
-        std::memcpy(t + slot * cp, slot_rows + slot * row_floats + x * c, c * sizeof(float));
+        CopyFloats(slot_rows + slot * row_floats + x * c, c, t + slot * cp);
       }
       if (entropy != nullptr) {
         float h = 0.0f;
@@ -276,8 +297,8 @@ void StashLogs(const Geometry& g, const float* table, int64_t img, int64_t y_beg
     for (int64_t x = 0; x < g.w; ++x) {
       const float* t = table + Cell(g, y_begin, y, x) * kSlots * cp;
       float* out = logs + g.Pixel(img, y, x) * 2 * c;
-      std::memcpy(out, t + kLogPos * cp, c * sizeof(float));
-      std::memcpy(out + c, t + kLogNeg * cp, c * sizeof(float));
+      CopyFloats(t + kLogPos * cp, c, out);
+      CopyFloats(t + kLogNeg * cp, c, out + c);
     }
   }
 }
