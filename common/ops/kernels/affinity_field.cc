@@ -561,6 +561,33 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
   }
 }
 
+// Per-thread work buffers (band table, entropy, row flags, row staging), kept between calls: allocated per shard
+// and call, the ~1 MB table cost page faults on every call wherever the allocator returns freed memory to the
+// system (as the benchmark's MALLOC_MMAP_THRESHOLD_ makes it). The table is zeroed when the channel count or its
+// size changes: the padded channels C..Cp-1 of a cell are never written and must stay zero.
+struct ThreadBuffers {
+  std::vector<float> table, entropy, weight, weight2, row;
+  std::vector<int32_t> edge_bits;
+  int64_t table_channels = -1;
+
+  void Prepare(const Geometry& g, const Tiling& tiling) {
+    const size_t table_floats = tiling.TableCells(g) * g.CellFloats();
+    if (table_channels != g.c || table.size() != table_floats) {
+      table.assign(table_floats, 0.0f);
+      table_channels = g.c;
+    }
+    entropy.resize(tiling.TableCells(g));
+    weight.resize(g.sizes.size() * 8 * g.w);
+    weight2.resize(g.sizes.size() * 8 * g.w);
+    edge_bits.resize(g.sizes.size() * g.w);
+  }
+};
+
+ThreadBuffers& ThisThreadBuffers() {
+  thread_local ThreadBuffers buffers;
+  return buffers;
+}
+
 // Calls fn.template operator()<kCp>() with kCp = cp for the common padded channel counts (VOC's 21 and
 // Cityscapes' 19 classes pad to 24), 0 (dynamic) otherwise.
 template <typename Fn>
@@ -615,11 +642,13 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
     std::vector<double> sums(blocks * 2 * g.c * num_sizes, 0.0);
     std::vector<int64_t> counts(blocks * 2 * num_sizes, 0);
     auto work = [&](int64_t block_begin, int64_t block_end) {
-      std::vector<float> table(tiling.TableCells(g) * g.CellFloats());
-      std::vector<float> entropy(tiling.TableCells(g));
-      std::vector<float> weight(num_sizes * 8 * g.w);
-      std::vector<int32_t> edge_bits(num_sizes * g.w);
-      std::vector<float> scratch;
+      ThreadBuffers& buffers = ThisThreadBuffers();
+      buffers.Prepare(g, tiling);
+      std::vector<float>& table = buffers.table;
+      std::vector<float>& entropy = buffers.entropy;
+      std::vector<float>& weight = buffers.weight;
+      std::vector<int32_t>& edge_bits = buffers.edge_bits;
+      std::vector<float>& scratch = buffers.row;
       for (int64_t block = block_begin; block < block_end; ++block) {
         double* edge_sum = &sums[block * 2 * g.c * num_sizes];
         int64_t* edge_count = &counts[block * 2 * num_sizes];
@@ -696,10 +725,13 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
     float* grad = grad_t->flat<float>().data();
     const Tiling tiling(ctx, g);
     auto work = [&](int64_t unit_begin, int64_t unit_end) {
-      std::vector<float> table(tiling.TableCells(g) * g.CellFloats());
-      std::vector<float> g_centre(num_sizes * 8 * g.w), g_neighbour(num_sizes * 8 * g.w);
-      std::vector<int32_t> edge_bits(num_sizes * g.w);
-      std::vector<float> scratch;
+      ThreadBuffers& buffers = ThisThreadBuffers();
+      buffers.Prepare(g, tiling);
+      std::vector<float>& table = buffers.table;
+      std::vector<float>& g_centre = buffers.weight;
+      std::vector<float>& g_neighbour = buffers.weight2;
+      std::vector<int32_t>& edge_bits = buffers.edge_bits;
+      std::vector<float>& scratch = buffers.row;
       for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
         int64_t img, y_begin, y_end;
         tiling.Band(g, unit, &img, &y_begin, &y_end);
