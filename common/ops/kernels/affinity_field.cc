@@ -5,23 +5,37 @@
 // common/ops/affinity_fused.py (see its docstring); the XLA op and the literal losses are the test oracles.
 //
 // Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed per band of rows
-// (plus max(size) rows of halo) into a per-thread table [rows, W, 4, Cp] that stays in cache (Cp = C rounded up
-// to 8, zero padding, so every channel loop is a whole number of 8-float vectors and padded channels contribute
-// KL 0); nothing of size [N,H,W,C] is allocated besides the gradient and, with stash_logs, the forward's
-// [N,H,W,2,C] logs that the backward reads instead of computing them again. Labels are copied once into a map
-// padded by 2 * max(size) with -1 (ignored), so neighbour and bidirectional-ignore checks need no bounds tests.
+// (plus max(size) rows of halo) into a per-thread table [rows + 2 reach, W + 2 reach, 4, Cp] that stays in cache
+// (Cp = C rounded up to 8, zero padding, so every channel loop is a whole number of vectors and padded channels
+// contribute KL 0; cells outside the image are zero, so neighbours are read without bounds tests). Nothing of
+// size [N,H,W,C] is allocated besides the gradient and, with stash_logs, the forward's [N,H,W,2,C] logs. Labels
+// are copied once into a map padded by 2 * max(size) with -1 (ignored). Per image row, the pair flags (valid
+// pair, edge pair, and the backward's per-pair weights) are computed for the whole row in vector loops over x
+// from contiguous label reads; the pair loops then take a weight per pair (0 for an invalid pair) instead of
+// branching on labels.
 //
 // Forward: for each labelled centre p, size s and offset d with p+d and p-d labelled, KL summed over channels
 // (as H(q) - <V(q), L(p)>: the pairs add vectors, one dot product per centre and size), attributed to the
-// centre's class; for labels a != b channels a, b are edges (hinge
-// max(0, m - KL)) and the other C-2 non-edges. Rows are split into fixed blocks (deterministic sums, double
-// accumulators), run on TensorFlow's CPU thread pool.
+// centre's class; for labels a != b channels a, b are edges (hinge max(0, m - KL)) and the other C-2 non-edges.
+// Rows are split into fixed blocks (deterministic sums: float within a centre and size, double across),
+// run on TensorFlow's CPU thread pool.
 //
 // Backward: each pixel z writes its own gradient (no scatter, no atomics): for every offset d it takes the pair
 // (z, z+d) in both roles -- z the centre (offset d) and z the neighbour of centre z+d (offset -d) -- which
 // share the edge channels; two vector FMAs per pair, the edge channels' hinge corrections in a second, scalar
-// loop over the pixel's edge pairs (listed without branches). Gradients follow TensorFlow's for the original ops
-// (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
+// loop over the pixel's edge pairs (the set bits of the row's edge flags). Gradients follow TensorFlow's for the
+// original ops (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
+//
+// Where the time goes ([16, 60, 60, 21], sizes 1-3, the benchmark's 6x6-block labels, one thread, perf samples,
+// on the shared 2-core machine): forward ~12 ms: pair loop ~30%, scalar edge-hinge loop ~25%, dot product and
+// double accumulation ~10%, row-wise clip / log fill ~20%, row flags ~5%; backward ~21 ms: pair loop (two FMAs
+// per 8 floats, loads from L2: a pixel's 24 neighbours are 144 cache lines) ~35%, edge-channel corrections ~40%
+// (about a third of these pairs are edges; real label maps have far fewer), row flags ~10%, final per-channel
+// combine ~5%. The previous version (per-pair label branches and index arithmetic, per-pixel clip / log with
+// libc memcpy staging) took ~22 ms forward and ~24 ms backward: the per-pair scalar work, not the vector maths,
+// bounded it. Measured and not kept: an AVX-512 build (-mavx512f/vl/bw/dq, 16-float vectors, Cp 24) was no
+// faster than AVX2 here (the remaining cost is the scalar edge work and L2 loads); stashing the forward's logs
+// for the backward (costs the forward ~3 ms of copies, saves the backward ~1 ms) is off by default.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -52,6 +66,13 @@ enum Slot { kPos = 0, kNeg = 1, kLogPos = 2, kLogNeg = 3, kSlots = 4 };
 
 inline float Clip(float v) { return std::max(std::min(v, kClipHigh), kClipLow); }
 
+// Copies n floats with an inline vector loop: the per-pixel copies are ~21 floats, where a libc memcpy call per
+// copy cost as much as the copying.
+inline void CopyFloats(const float* from, int64_t n, float* to) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) to[i] = from[i];
+}
+
 // Natural log of a positive normal float, branch-free so that loops over it vectorise (std::log does not
 // without -ffast-math). Cephes' logf polynomial: |relative error| ~ 1e-7 on [1e-4, 1], the clipped range.
 inline float FastLog(float x) {
@@ -80,18 +101,45 @@ inline float FastLog(float x) {
   return m + y + 0.693359375f * exponent;
 }
 
-// Shape, sizes and the padded label map shared by the forward and backward kernels.
+// One SIMD register of floats: 16 when built for AVX-512, 8 otherwise (GCC splits wider generic vectors
+// through memory, which made the AVX2 build 5x slower). A pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are
+// 2 Cp floats each, a whole number of registers (Cp % 8 == 0).
+#ifdef __AVX512F__
+constexpr int kVecFloats = 16;
+#else
+constexpr int kVecFloats = 8;
+#endif
+typedef float VecF __attribute__((vector_size(kVecFloats * sizeof(float))));
+
+inline VecF LoadVec(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load, without aliasing questions
+  return v;
+}
+inline void StoreVec(float* p, const VecF& v) { std::memcpy(p, &v, sizeof(v)); }
+inline float SumLanes(const VecF& v) {
+  float s = 0.0f;
+  for (int i = 0; i < kVecFloats; ++i) s += v[i];
+  return s;
+}
+
+// Shape, sizes, pair offsets and the padded label map shared by the forward and backward kernels.
 struct Geometry {
   int64_t n = 0, h = 0, w = 0, c = 0, cp = 0;
   int reach = 0, pad = 0;  // pad = 2 * reach (the bidirectional ignore reads p - d and, backward, z + 2d)
   int64_t ph = 0, pw = 0;  // padded label map height / width
+  int64_t tw = 0;          // table width: W plus `reach` padding cells on both sides
   std::vector<int> sizes;
   std::vector<int32_t> label_map;  // [n, ph, pw], class or -1
+  // Per size s and neighbour k (index s * 8 + k): offset of the neighbour in the label map and in the table
+  // (in cells), so that the pair loops do no index arithmetic.
+  std::vector<int64_t> label_offset, cell_offset;
 
   int64_t Pixel(int64_t img, int64_t y, int64_t x) const { return (img * h + y) * w + x; }
   int64_t LabelIndex(int64_t img, int64_t y, int64_t x) const {
     return (img * ph + y + pad) * pw + x + pad;
   }
+  int64_t CellFloats() const { return kSlots * cp; }
 };
 
 // Validates inputs and fills the geometry and padded label map.
@@ -120,6 +168,16 @@ absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geomet
   g->pad = 2 * g->reach;
   g->ph = g->h + 2 * g->pad;
   g->pw = g->w + 2 * g->pad;
+  g->tw = g->w + 2 * g->reach;
+  for (int size : sizes) {
+    for (int dy = -1; dy <= 1; ++dy) {
+      for (int dx = -1; dx <= 1; ++dx) {
+        if (dy == 0 && dx == 0) continue;
+        g->label_offset.push_back((dy * g->pw + dx) * size);
+        g->cell_offset.push_back((dy * g->tw + dx) * size);
+      }
+    }
+  }
   g->label_map.assign(g->n * g->ph * g->pw, -1);
   const auto lab = labels.flat<int32_t>();
   for (int64_t img = 0; img < g->n; ++img) {
@@ -133,80 +191,12 @@ absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geomet
   return absl::OkStatus();
 }
 
-// Fills rows [y_begin, y_end) of image img into a local table [(y - y_begin) * W + x][4][Cp] and, when
-// `entropy` is given, the per-pixel sum over channels of P~ log P~ + (1-P)~ log (1-P)~ (the forward's H(q)).
-// The C channels are staged into Cp floats (padding 0.5, finite logs) so that the clip / log loop is whole
-// vectors without a scalar tail; the padded channels are then zeroed (they contribute nothing).
-template <int kCp>
-void FillRows(const Geometry& g, const float* probs, int64_t img, int64_t y_begin, int64_t y_end, float* table,
-              float* entropy) {
-  const int64_t c = g.c, cp = kCp > 0 ? kCp : g.cp;
-  std::vector<float> staged_heap(kCp > 0 ? 0 : cp);
-  alignas(32) float staged_stack[kCp > 0 ? kCp : 1];
-  float* staged = kCp > 0 ? staged_stack : staged_heap.data();
-  std::fill(staged, staged + cp, 0.5f);
-  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
-    std::memcpy(staged, probs + (g.Pixel(img, y_begin, 0) + i) * c, c * sizeof(float));
-    float* t = table + i * kSlots * cp;
-    float h = 0.0f;
-#pragma omp simd reduction(+ : h)
-    for (int64_t k = 0; k < cp; ++k) {
-      const float keep = k < c ? 1.0f : 0.0f;
-      const float pos = Clip(staged[k]);
-      const float neg = Clip(1.0f - staged[k]);
-      const float log_pos = keep * FastLog(pos), log_neg = keep * FastLog(neg);
-      t[kPos * cp + k] = keep * pos;
-      t[kNeg * cp + k] = keep * neg;
-      t[kLogPos * cp + k] = log_pos;
-      t[kLogNeg * cp + k] = log_neg;
-      h += pos * log_pos + neg * log_neg;
-    }
-    if (entropy != nullptr) entropy[i] = h;
-  }
-}
-
-// Like FillRows, with the logs read from the forward's stash [N, H, W, 2, C] (log P~ then log (1-P)~ of each
-// pixel) instead of computed: the backward then only clips.
-template <int kCp>
-void FillRowsFromLogs(const Geometry& g, const float* probs, const float* logs, int64_t img, int64_t y_begin,
-                      int64_t y_end, float* table) {
-  const int64_t c = g.c, cp = kCp > 0 ? kCp : g.cp;
-  std::vector<float> staged_heap(kCp > 0 ? 0 : 3 * cp);
-  alignas(32) float staged_stack[kCp > 0 ? 3 * kCp : 1];
-  float* staged = kCp > 0 ? staged_stack : staged_heap.data();
-  std::fill(staged, staged + 3 * cp, 0.0f);  // padded channels: P 0, logs 0
-  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
-    const int64_t pixel = g.Pixel(img, y_begin, 0) + i;
-    std::memcpy(staged, probs + pixel * c, c * sizeof(float));
-    std::memcpy(staged + cp, logs + pixel * 2 * c, c * sizeof(float));
-    std::memcpy(staged + 2 * cp, logs + pixel * 2 * c + c, c * sizeof(float));
-    float* t = table + i * kSlots * cp;
-#pragma omp simd
-    for (int64_t k = 0; k < cp; ++k) {
-      const float keep = k < c ? 1.0f : 0.0f;
-      t[kPos * cp + k] = keep * Clip(staged[k]);
-      t[kNeg * cp + k] = keep * Clip(1.0f - staged[k]);
-      t[kLogPos * cp + k] = staged[cp + k];
-      t[kLogNeg * cp + k] = staged[2 * cp + k];
-    }
-  }
-}
-
-// Copies the logs of rows [y_begin, y_end) from a table that starts at row table_begin into the stash.
-void StashLogs(const Geometry& g, const float* table, int64_t table_begin, int64_t img, int64_t y_begin,
-               int64_t y_end, float* logs) {
-  const int64_t c = g.c, cp = g.cp;
-  for (int64_t i = 0; i < (y_end - y_begin) * g.w; ++i) {
-    const float* t = table + ((y_begin - table_begin) * g.w + i) * kSlots * cp;
-    float* out = logs + (g.Pixel(img, y_begin, 0) + i) * 2 * c;
-    std::memcpy(out, t + kLogPos * cp, c * sizeof(float));
-    std::memcpy(out + c, t + kLogNeg * cp, c * sizeof(float));
-  }
-}
-
-// Work units: bands of `rows` rows of one image. Each band's table (its rows plus `reach` rows of halo on each
-// side) is filled by the thread that processes it and stays in that core's cache; no [N,H,W,4,Cp] temporary.
-// The partition is fixed by the shape and thread count, so the forward sums are deterministic.
+// Work units: bands of `rows` rows of one image. Each band's table covers its rows plus `reach` rows of halo on
+// each side and `reach` columns on each side ([rows + 2 reach, tw] cells of [4][Cp] floats); cells outside the
+// image are zero, so every neighbour of a band pixel can be read without a bounds test (pairs that leave the
+// image have weight 0). The table is filled by the thread that processes the band and stays in that core's
+// cache; there is no [N,H,W,4,Cp] temporary. The partition is fixed by the shape and thread count, so the
+// forward sums are deterministic.
 struct Tiling {
   int64_t rows = 1, bands_per_image = 1, units = 1;
 
@@ -218,27 +208,97 @@ struct Tiling {
     bands_per_image = (g.h + rows - 1) / rows;
     units = g.n * bands_per_image;
   }
-  // Image and row range [y_begin, y_end) of a unit; its table covers [table_begin, table_end).
-  void Band(const Geometry& g, int64_t unit, int64_t* img, int64_t* y_begin, int64_t* y_end,
-            int64_t* table_begin, int64_t* table_end) const {
+  // Image and row range [y_begin, y_end) of a unit; its table starts at image row y_begin - reach.
+  void Band(const Geometry& g, int64_t unit, int64_t* img, int64_t* y_begin, int64_t* y_end) const {
     *img = unit / bands_per_image;
     *y_begin = (unit % bands_per_image) * rows;
     *y_end = std::min<int64_t>(g.h, *y_begin + rows);
-    *table_begin = std::max<int64_t>(0, *y_begin - g.reach);
-    *table_end = std::min<int64_t>(g.h, *y_end + g.reach);
   }
-  int64_t TableFloats(const Geometry& g) const { return (rows + 2 * g.reach) * g.w * kSlots * g.cp; }
+  int64_t TableCells(const Geometry& g) const { return (rows + 2 * g.reach) * g.tw; }
 };
 
-// The 8 offsets of a size.
-void Offsets(int size, int (*out)[2]) {
-  int k = 0;
-  for (int dy = -1; dy <= 1; ++dy) {
-    for (int dx = -1; dx <= 1; ++dx) {
-      if (dy == 0 && dx == 0) continue;
-      out[k][0] = dy * size;
-      out[k][1] = dx * size;
-      ++k;
+// Index of the table cell of pixel (y, x) of a band starting at y_begin.
+inline int64_t Cell(const Geometry& g, int64_t y_begin, int64_t y, int64_t x) {
+  return (y - y_begin + g.reach) * g.tw + x + g.reach;
+}
+
+// Fills the table of the band starting at y_begin (table rows y_begin - reach .. y_end + reach) with P~, (1-P)~
+// and their logs, or with the logs read from the forward's stash [N, H, W, 2, C] when `logs` is given (the
+// backward then only clips), and, when `entropy` is given, the per-pixel sum over channels of
+// P~ log P~ + (1-P)~ log (1-P)~ (the forward's H(q)). Cells outside the image are zero.
+// The clip / log work runs over a whole image row at once (W * C contiguous floats: long vector loops without
+// tails or padded channels; per pixel with the channels padded to Cp it was half the forward's time); the row
+// is then copied into the cells. The padded channels Cp - C of every cell are never written and stay zero
+// (KL 0) from the table's zero initialisation.
+void FillTable(const Geometry& g, const float* probs, const float* logs, int64_t img, int64_t y_begin,
+               int64_t y_end, float* table, float* entropy, std::vector<float>* scratch) {
+  const int64_t c = g.c, cp = g.cp, cell_floats = kSlots * cp, row_floats = g.w * c;
+  scratch->resize(5 * row_floats);
+  float* slot_rows = scratch->data();  // [kSlots][W * C]
+  float* terms = slot_rows + kSlots * row_floats;  // P~ log P~ + (1-P)~ log (1-P)~ per element
+  for (int64_t y = y_begin - g.reach; y < y_end + g.reach; ++y) {
+    const int64_t row_cell = Cell(g, y_begin, y, -g.reach);
+    if (y < 0 || y >= g.h) {
+      std::fill(table + row_cell * cell_floats, table + (row_cell + g.tw) * cell_floats, 0.0f);
+      if (entropy != nullptr) std::fill(entropy + row_cell, entropy + row_cell + g.tw, 0.0f);
+      continue;
+    }
+    for (int64_t side : {int64_t{0}, g.reach + g.w}) {  // the padding columns
+      std::fill(table + (row_cell + side) * cell_floats, table + (row_cell + side + g.reach) * cell_floats, 0.0f);
+      if (entropy != nullptr) std::fill(entropy + row_cell + side, entropy + row_cell + side + g.reach, 0.0f);
+    }
+    const float* p = probs + g.Pixel(img, y, 0) * c;
+    float* pos = slot_rows + kPos * row_floats;
+    float* neg = slot_rows + kNeg * row_floats;
+    float* log_pos = slot_rows + kLogPos * row_floats;
+    float* log_neg = slot_rows + kLogNeg * row_floats;
+    if (logs != nullptr) {
+      const float* stashed = logs + g.Pixel(img, y, 0) * 2 * c;
+#pragma omp simd
+      for (int64_t i = 0; i < row_floats; ++i) {
+        pos[i] = Clip(p[i]);
+        neg[i] = Clip(1.0f - p[i]);
+      }
+      for (int64_t x = 0; x < g.w; ++x) {
+        float* t = table + (row_cell + g.reach + x) * cell_floats;
+        CopyFloats(pos + x * c, c, t + kPos * cp);
+        CopyFloats(neg + x * c, c, t + kNeg * cp);
+        CopyFloats(stashed + x * 2 * c, c, t + kLogPos * cp);
+        CopyFloats(stashed + x * 2 * c + c, c, t + kLogNeg * cp);
+      }
+      continue;
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < row_floats; ++i) {
+      pos[i] = Clip(p[i]);
+      neg[i] = Clip(1.0f - p[i]);
+      log_pos[i] = FastLog(pos[i]);
+      log_neg[i] = FastLog(neg[i]);
+      terms[i] = pos[i] * log_pos[i] + neg[i] * log_neg[i];
+    }
+    for (int64_t x = 0; x < g.w; ++x) {
+      float* t = table + (row_cell + g.reach + x) * cell_floats;
+      for (int slot = 0; slot < kSlots; ++slot) {
+        CopyFloats(slot_rows + slot * row_floats + x * c, c, t + slot * cp);
+      }
+      if (entropy != nullptr) {
+        float h = 0.0f;
+        for (int64_t k = 0; k < c; ++k) h += terms[x * c + k];
+        entropy[row_cell + g.reach + x] = h;
+      }
+    }
+  }
+}
+
+// Copies the logs of the band's rows [y_begin, y_end) from its table into the stash.
+void StashLogs(const Geometry& g, const float* table, int64_t img, int64_t y_begin, int64_t y_end, float* logs) {
+  const int64_t c = g.c, cp = g.cp;
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < g.w; ++x) {
+      const float* t = table + Cell(g, y_begin, y, x) * kSlots * cp;
+      float* out = logs + g.Pixel(img, y, x) * 2 * c;
+      CopyFloats(t + kLogPos * cp, c, out);
+      CopyFloats(t + kLogNeg * cp, c, out + c);
     }
   }
 }
@@ -249,73 +309,91 @@ inline float ChannelKl(const float* tp, const float* tq, int64_t cp, int64_t k) 
          tq[kNeg * cp + k] * (tq[kLogNeg * cp + k] - tp[kLogNeg * cp + k]);
 }
 
-// Forward over rows [y_begin, y_end) of image img (table and entropy: rows from table_begin): per-class edge /
-// non-edge sums [C * S] each and counts [S] each.
+// Per-row pair flags of the forward, vectorised over the row (contiguous label reads): for size s, neighbour k
+// and centre x, weight[(s * 8 + k) * W + x] = 1 if the pair is valid (centre, neighbour and, for the
+// bidirectional ignore, the opposite pixel labelled) else 0; bit k of edge_bits[s * W + x] = valid and labels
+// differ. Adds the row's pair counts to edge_count / not_edge_count [S].
+void ForwardRowFlags(const Geometry& g, int64_t img, int64_t y, float* weight, int32_t* edge_bits,
+                     int64_t* edge_count, int64_t* not_edge_count) {
+  const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
+  const int64_t num_sizes = g.sizes.size();
+  std::fill(edge_bits, edge_bits + num_sizes * g.w, 0);
+  for (int64_t s = 0; s < num_sizes; ++s) {
+    int64_t valid_pairs = 0, edge_pairs = 0;
+    for (int k = 0; k < 8; ++k) {
+      const int64_t d = g.label_offset[s * 8 + k];
+      float* wk = weight + (s * 8 + k) * g.w;
+      int32_t* bits = edge_bits + s * g.w;
+#pragma omp simd reduction(+ : valid_pairs, edge_pairs)
+      for (int64_t x = 0; x < g.w; ++x) {
+        const int32_t a = lab[x], b = lab[x + d];
+        const int32_t valid = (a >= 0) & (b >= 0) & (lab[x - d] >= 0);
+        const int32_t edge = valid & (a != b);
+        wk[x] = static_cast<float>(valid);
+        bits[x] |= edge << k;
+        valid_pairs += valid;
+        edge_pairs += edge;
+      }
+    }
+    edge_count[s] += 2 * edge_pairs;
+    not_edge_count[s] += g.c * valid_pairs - 2 * edge_pairs;
+  }
+}
+
+// Forward over rows [y_begin, y_end) of image img: per-class edge / non-edge sums [C * S] each and counts [S]
+// each.
 //
 // The KL of a pair summed over channels splits into a neighbour-only and a mixed part,
 //   sum_c KL(p, q, c) = H(q) - <V(q), L(p)>,  V = [P~, (1-P)~], L = [log P~, log (1-P)~] (2 Cp floats each),
-// H(q) = <V(q), L(q)> precomputed per pixel, so for a centre and size the pairs only add their V(q) (one vector
-// add per 8 floats) and H(q), and the centre takes ONE dot product with its L(p). The edge channels' KL is
-// computed per edge pair and taken out of the total again.
+// H(q) = <V(q), L(q)> precomputed per pixel, so for a centre and size the pairs add w V(q) (w = 1 for a valid
+// pair, 0 otherwise: no branch, one FMA per 16 floats) and w H(q), and the centre takes ONE dot product with its
+// L(p). The edge channels' KL is computed per edge pair (the set bits of the row flags) and taken out of the
+// total again.
 // kCp > 0 fixes the padded channel count at compile time (whole unrolled vectors, accumulators in registers);
 // kCp == 0 reads it from the geometry.
 template <int kCp>
-void ForwardRows(const Geometry& g, const float* table, const float* entropy, int64_t table_begin,
-                 const int* offsets, float margin, int64_t img, int64_t y_begin, int64_t y_end, double* edge_sum,
+void ForwardRows(const Geometry& g, const float* table, const float* entropy, float margin, int64_t img,
+                 int64_t y_begin, int64_t y_end, float* weight, int32_t* edge_bits, double* edge_sum,
                  double* not_edge_sum, int64_t* edge_count, int64_t* not_edge_count) {
-  const int64_t cp = kCp > 0 ? kCp : g.cp;
-  const int64_t cp2 = 2 * cp;
+  const int64_t cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
+  constexpr int kVecs = kCp > 0 ? 2 * kCp / kVecFloats : 1;
+  const int num_vecs = kCp > 0 ? kVecs : 2 * g.cp / kVecFloats;
   const int64_t num_sizes = g.sizes.size();
-  std::vector<float> v_heap(kCp > 0 ? 0 : cp2);
-  alignas(32) float v_stack[kCp > 0 ? 2 * kCp : 1];
-  float* v_sum = kCp > 0 ? v_stack : v_heap.data();
-  const float* edge_cells[9];  // the current centre and size's pairs with different labels
-  int edge_labels[9];
+  std::vector<VecF> v_heap(kCp > 0 ? 0 : num_vecs);
+  VecF v_stack[kVecs];
+  VecF* v_sum = kCp > 0 ? v_stack : v_heap.data();
   for (int64_t y = y_begin; y < y_end; ++y) {
+    ForwardRowFlags(g, img, y, weight, edge_bits, edge_count, not_edge_count);
+    const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
     for (int64_t x = 0; x < g.w; ++x) {
-      const int64_t centre_label = g.LabelIndex(img, y, x);
-      const int a = g.label_map[centre_label];
+      const int a = lab[x];
       if (a < 0) continue;
-      const int64_t centre_cell = (y - table_begin) * g.w + x;
-      const float* tp = table + centre_cell * kSlots * cp;
+      const int64_t centre_cell = Cell(g, y_begin, y, x);
+      const float* tp = table + centre_cell * cell_floats;
       for (int64_t s = 0; s < num_sizes; ++s) {
-        const int* off = offsets + s * 16;
-        std::fill(v_sum, v_sum + cp2, 0.0f);
+        for (int i = 0; i < num_vecs; ++i) v_sum[i] = VecF{};
         // Float within a centre and size (at most 8 pairs); the class sums accumulate in double.
-        float h_sum = 0.0f, edge_acc = 0.0f, edge_channels_kl = 0.0f;
-        int64_t n_edge = 0, n_pairs = 0;
+        float h_sum = 0.0f;
         for (int k = 0; k < 8; ++k) {
-          const int dy = off[2 * k], dx = off[2 * k + 1];
-          const int b = g.label_map[centre_label + dy * g.pw + dx];
-          if (b < 0 || g.label_map[centre_label - dy * g.pw - dx] < 0) continue;
-          const int64_t cell = centre_cell + dy * g.w + dx;
-          const float* tq = table + cell * kSlots * cp;
-#pragma omp simd
-          for (int64_t ch = 0; ch < cp2; ++ch) v_sum[ch] += tq[ch];
-          h_sum += entropy[cell];
-          ++n_pairs;
-          // Edge pairs listed without a branch (the entry is overwritten when a == b: a data-dependent branch
-          // here mispredicts on every other edge); their channels a, b are handled below.
-          edge_cells[n_edge] = tq;
-          edge_labels[n_edge] = b;
-          n_edge += a != b;
+          const float wk = weight[(s * 8 + k) * g.w + x];
+          const int64_t cell = centre_cell + g.cell_offset[s * 8 + k];
+          const float* tq = table + cell * cell_floats;
+          for (int i = 0; i < num_vecs; ++i) v_sum[i] += wk * LoadVec(tq + i * kVecFloats);
+          h_sum += wk * entropy[cell];
         }
-        for (int64_t e = 0; e < n_edge; ++e) {
-          const float* tq = edge_cells[e];
-          const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, edge_labels[e]);
+        float edge_acc = 0.0f, edge_channels_kl = 0.0f;
+        for (uint32_t bits = edge_bits[s * g.w + x]; bits != 0; bits &= bits - 1) {
+          const int k = __builtin_ctz(bits);
+          const float* tq = table + (centre_cell + g.cell_offset[s * 8 + k]) * cell_floats;
+          const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, lab[x + g.label_offset[s * 8 + k]]);
           edge_acc += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
           edge_channels_kl += kl_a + kl_b;
         }
-        if (n_pairs == 0) continue;
         const float* log_p = tp + kLogPos * cp;  // [log P~, log (1-P)~] of the centre, 2 Cp floats
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t ch = 0; ch < cp2; ++ch) dot += v_sum[ch] * log_p[ch];
-        const float not_edge_acc = h_sum - dot - edge_channels_kl;
+        VecF dot{};
+        for (int i = 0; i < num_vecs; ++i) dot += v_sum[i] * LoadVec(log_p + i * kVecFloats);
         edge_sum[a * num_sizes + s] += edge_acc;
-        not_edge_sum[a * num_sizes + s] += not_edge_acc;
-        edge_count[s] += 2 * n_edge;
-        not_edge_count[s] += g.c * n_pairs - 2 * n_edge;
+        not_edge_sum[a * num_sizes + s] += h_sum - SumLanes(dot) - edge_channels_kl;
       }
     }
   }
@@ -346,103 +424,120 @@ inline void EdgeChannelFix(const float* z, const float* tq, int64_t cp, int ch, 
   fix->neighbour_neg += w_neighbour * (1.0f - diff_neg);
 }
 
+// Per-row pair weights of the backward, vectorised over the row: for size s, neighbour k and pixel z = x, the
+// pair (z, q = z+d) in its two roles, z the centre (needs z, q, z-d labelled; weight g_centre = d loss / d
+// non-edge sum of z's class) and z the neighbour of centre q at offset -d (needs z, q, q+d labelled; weight
+// g_neighbour = that of q's class), at [(s * 8 + k) * W + x]; bit k of edge_bits[s * W + x] = some role valid
+// and labels differ.
+void BackwardRowFlags(const Geometry& g, const float* grad_sums, int64_t img, int64_t y, float* g_centre,
+                      float* g_neighbour, int32_t* edge_bits) {
+  const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
+  const int64_t num_sizes = g.sizes.size();
+  std::fill(edge_bits, edge_bits + num_sizes * g.w, 0);
+  for (int64_t s = 0; s < num_sizes; ++s) {
+    const float* not_edge_grad = grad_sums + num_sizes + s;  // [class * 2S]
+    const int32_t class_stride = static_cast<int32_t>(2 * num_sizes);  // 32-bit gather indices
+    for (int k = 0; k < 8; ++k) {
+      const int64_t d = g.label_offset[s * 8 + k];
+      float* gc = g_centre + (s * 8 + k) * g.w;
+      float* gn = g_neighbour + (s * 8 + k) * g.w;
+      int32_t* bits = edge_bits + s * g.w;
+#pragma omp simd
+      for (int64_t x = 0; x < g.w; ++x) {
+        const int32_t a = lab[x], b = lab[x + d];
+        const int32_t pair = (a >= 0) & (b >= 0);
+        const int32_t as_centre = pair & (lab[x - d] >= 0), as_neighbour = pair & (lab[x + 2 * d] >= 0);
+        // Unconditional loads (class 0 for an ignored pixel) so that the loop vectorises with gathers.
+        const float grad_a = not_edge_grad[std::max(a, 0) * class_stride];
+        const float grad_b = not_edge_grad[std::max(b, 0) * class_stride];
+        gc[x] = as_centre ? grad_a : 0.0f;
+        gn[x] = as_neighbour ? grad_b : 0.0f;
+        bits[x] |= ((as_centre | as_neighbour) & (a != b)) << k;
+      }
+    }
+  }
+}
+
 // Backward over rows [y_begin, y_end) of image img: writes d loss / d probs of every pixel of those rows.
 //
 // Pixel z as the centre of pair (z, q = z+d) (non-edge weight g_c = grad of its class's non-edge sum):
 // d KL / d P~(z) = -P~(q) / P~(z), so the pairs add g_c V(q) and z divides once at the end. As the neighbour of
 // centre q (offset -d, weight g_n of q's class): d KL / d P~(z) = 1 + log P~(z) - log P~(q), so the pairs add
-// g_n and g_n L(q), and z multiplies sum g_n by 1 + L(z) once at the end. Per pair that is two vector FMAs per
-// 8 floats. Edge channels a, b of a pair with a != b: the hinge replaces the non-edge weight, added as scalar
-// corrections of those two channels.
+// g_n and g_n L(q), and z multiplies sum g_n by 1 + L(z) once at the end. Per pair that is two FMAs per 16
+// floats, with the weights of the row flags (0 for an absent role: no branch). Edge channels a, b of a pair with
+// a != b: the hinge replaces the non-edge weight, added as scalar corrections of those two channels.
 template <int kCp>
-void BackwardRows(const Geometry& g, const float* probs, const float* table, int64_t table_begin,
-                  const float* grad_sums, const int* offsets, float margin, int64_t img, int64_t y_begin,
-                  int64_t y_end, float* grad) {
-  const int64_t cp = kCp > 0 ? kCp : g.cp;
+void BackwardRows(const Geometry& g, const float* probs, const float* table, const float* grad_sums, float margin,
+                  int64_t img, int64_t y_begin, int64_t y_end, float* g_centre, float* g_neighbour,
+                  int32_t* edge_bits, float* grad) {
+  const int64_t cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
   const int64_t cp2 = 2 * cp;
+  constexpr int kVecs = kCp > 0 ? 2 * kCp / kVecFloats : 1;
+  const int num_vecs = kCp > 0 ? kVecs : 2 * g.cp / kVecFloats;
   const int64_t c = g.c, num_sizes = g.sizes.size();
-  // Local arrays when the channel count is static: the compiler then knows the table does not alias them and
-  // keeps the vector accumulators in registers. The edge corrections (indexed by a runtime channel) live in a
-  // separate array, so that they do not force the accumulators to memory.
-  std::vector<float> acc_heap(kCp > 0 ? 0 : 2 * cp2), fix_heap(kCp > 0 ? 0 : 2 * cp2);
-  alignas(32) float acc_stack[kCp > 0 ? 4 * kCp : 1];
-  alignas(32) float fix_stack[kCp > 0 ? 4 * kCp : 1];
-  float* acc = kCp > 0 ? acc_stack : acc_heap.data();
-  float* fix_acc = kCp > 0 ? fix_stack : fix_heap.data();
-  float* centre_v = acc;                 // sum g_c V(q)              [P~ part, (1-P)~ part]
-  float* neighbour_log = acc + cp2;      // sum g_n L(q)
-  float* centre_fix = fix_acc;           // edge-channel corrections of centre_v
-  float* neighbour_fix = fix_acc + cp2;  // edge-channel corrections of the neighbour part (final values)
-  // The pixel's pairs with different labels: neighbour's table cell, and b | size << 32 | roles << 48.
-  std::vector<const float*> edge_cells(8 * num_sizes + 1);
-  std::vector<int64_t> edge_codes(8 * num_sizes + 1);
+  // Vector accumulators: local arrays when the channel count is static, so that they stay in registers. The edge
+  // corrections (indexed by a runtime channel) live in a separate array, so that they do not force the
+  // accumulators to memory.
+  std::vector<VecF> acc_heap(kCp > 0 ? 0 : 2 * num_vecs);
+  VecF acc_stack[2 * kVecs];
+  VecF* centre_v = kCp > 0 ? acc_stack : acc_heap.data();  // sum g_c V(q)  [P~ part, (1-P)~ part]
+  VecF* neighbour_log = centre_v + num_vecs;                  // sum g_n L(q)
+  std::vector<float> sums_heap(kCp > 0 ? 0 : 4 * cp2);
+  alignas(64) float sums_stack[kCp > 0 ? 8 * kCp : 1];
+  float* sums = kCp > 0 ? sums_stack : sums_heap.data();
+  float* centre_sum = sums;                 // centre_v, then as floats
+  float* neighbour_sum = sums + cp2;        // neighbour_log, then as floats
+  float* centre_fix = sums + 2 * cp2;       // edge-channel corrections of centre_v
+  float* neighbour_fix = sums + 3 * cp2;    // edge-channel corrections of the neighbour part (final values)
   for (int64_t y = y_begin; y < y_end; ++y) {
+    BackwardRowFlags(g, grad_sums, img, y, g_centre, g_neighbour, edge_bits);
+    const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
     for (int64_t x = 0; x < g.w; ++x) {
       float* out = grad + g.Pixel(img, y, x) * c;
-      const int64_t z_label = g.LabelIndex(img, y, x);
-      const int a = g.label_map[z_label];
+      const int a = lab[x];
       if (a < 0) {  // every pair of z needs z labelled
         std::fill(out, out + c, 0.0f);
         continue;
       }
-      std::fill(acc, acc + 2 * cp2, 0.0f);
-      std::fill(fix_acc, fix_acc + 2 * cp2, 0.0f);
+      for (int i = 0; i < 2 * num_vecs; ++i) centre_v[i] = VecF{};
       float neighbour_weight = 0.0f;  // sum g_n
-      const int64_t z_cell = (y - table_begin) * g.w + x;
-      const float* tz = table + z_cell * kSlots * cp;
-      const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
-      EdgeFix fix_a;
-      int64_t num_edges = 0;
-      for (int64_t s = 0; s < num_sizes; ++s) {
-        const int* off = offsets + s * 16;
-        const float g_centre_s = grad_sums[a * 2 * num_sizes + num_sizes + s];
-        for (int k = 0; k < 8; ++k) {
-          const int dy = off[2 * k], dx = off[2 * k + 1];
-          const int64_t q_label = z_label + dy * g.pw + dx;
-          const int b = g.label_map[q_label];
-          if (b < 0) continue;
-          // Role 1: z the centre, z+d the neighbour (needs z-d labelled). Role 2: z+d the centre, z the
-          // neighbour at offset -d (needs z+2d labelled).
-          const bool as_centre = g.label_map[z_label - dy * g.pw - dx] >= 0;
-          const bool as_neighbour = g.label_map[q_label + dy * g.pw + dx] >= 0;
-          if (!as_centre && !as_neighbour) continue;
-          const float* tq = table + (z_cell + dy * g.w + dx) * kSlots * cp;
-          const float g_centre = as_centre ? g_centre_s : 0.0f;
-          const float g_neighbour = as_neighbour ? grad_sums[b * 2 * num_sizes + num_sizes + s] : 0.0f;
-          const float* log_q = tq + kLogPos * cp;
-#pragma omp simd
-          for (int64_t ch = 0; ch < cp2; ++ch) {
-            centre_v[ch] += g_centre * tq[ch];
-            neighbour_log[ch] += g_neighbour * log_q[ch];
-          }
-          neighbour_weight += g_neighbour;
-          // Edge pairs are listed without a branch (the list entry is overwritten when a == b) and corrected
-          // after the pair loop: a data-dependent branch here mispredicts on every other edge.
-          edge_cells[num_edges] = tq;
-          edge_codes[num_edges] = b | s << 32 | static_cast<int64_t>(as_centre) << 48 |
-                                  static_cast<int64_t>(as_neighbour) << 49;
-          num_edges += a != b;
+      const int64_t z_cell = Cell(g, y_begin, y, x);
+      const float* tz = table + z_cell * cell_floats;
+      for (int64_t sk = 0; sk < 8 * num_sizes; ++sk) {
+        const float gc = g_centre[sk * g.w + x], gn = g_neighbour[sk * g.w + x];
+        const float* tq = table + (z_cell + g.cell_offset[sk]) * cell_floats;
+        for (int i = 0; i < num_vecs; ++i) {
+          centre_v[i] += gc * LoadVec(tq + i * kVecFloats);
+          neighbour_log[i] += gn * LoadVec(tq + cp2 + i * kVecFloats);
         }
+        neighbour_weight += gn;
       }
-      for (int64_t e = 0; e < num_edges; ++e) {
-        const float* tq = edge_cells[e];
-        const int64_t code = edge_codes[e];
-        const int b = static_cast<int>(code & 0xffffffff);
-        const int64_t s = (code >> 32) & 0xffff;
-        const float centre_on = (code >> 48) & 1, neighbour_on = (code >> 49) & 1;
-        // Channel a (z's own class) accumulates in registers, channel b in the arrays.
-        const float g_centre = centre_on * grad_sums[a * 2 * num_sizes + num_sizes + s];
-        const float g_neighbour = neighbour_on * grad_sums[b * 2 * num_sizes + num_sizes + s];
-        const float hinge_centre = centre_on * -grad_sums[a * 2 * num_sizes + s];
-        const float hinge_neighbour = neighbour_on * -grad_sums[b * 2 * num_sizes + s];
-        EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_a);
-        const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
-        EdgeFix fix_b;
-        EdgeChannelFix(z_b, tq, cp, b, margin, hinge_centre, g_centre, hinge_neighbour, g_neighbour, &fix_b);
-        centre_fix[b] += fix_b.centre_pos;
-        centre_fix[cp + b] += fix_b.centre_neg;
-        neighbour_fix[b] += fix_b.neighbour_pos;
-        neighbour_fix[cp + b] += fix_b.neighbour_neg;
+      for (int i = 0; i < num_vecs; ++i) {
+        StoreVec(centre_sum + i * kVecFloats, centre_v[i]);
+        StoreVec(neighbour_sum + i * kVecFloats, neighbour_log[i]);
+      }
+      std::fill(centre_fix, centre_fix + 2 * cp2, 0.0f);
+      const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
+      EdgeFix fix_a;  // channel a (z's own class) accumulates in registers, channel b in the arrays
+      for (int64_t s = 0; s < num_sizes; ++s) {
+        for (uint32_t bits = edge_bits[s * g.w + x]; bits != 0; bits &= bits - 1) {
+          const int64_t sk = s * 8 + __builtin_ctz(bits);
+          const int64_t d = g.label_offset[sk];
+          const float* tq = table + (z_cell + g.cell_offset[sk]) * cell_floats;
+          const int b = lab[x + d];
+          const float centre_on = lab[x - d] >= 0 ? 1.0f : 0.0f, neighbour_on = lab[x + 2 * d] >= 0 ? 1.0f : 0.0f;
+          const float gc = g_centre[sk * g.w + x], gn = g_neighbour[sk * g.w + x];
+          const float hinge_centre = centre_on * -grad_sums[a * 2 * num_sizes + s];
+          const float hinge_neighbour = neighbour_on * -grad_sums[b * 2 * num_sizes + s];
+          EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, gc, hinge_neighbour, gn, &fix_a);
+          const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
+          EdgeFix fix_b;
+          EdgeChannelFix(z_b, tq, cp, b, margin, hinge_centre, gc, hinge_neighbour, gn, &fix_b);
+          centre_fix[b] += fix_b.centre_pos;
+          centre_fix[cp + b] += fix_b.centre_neg;
+          neighbour_fix[b] += fix_b.neighbour_pos;
+          neighbour_fix[cp + b] += fix_b.neighbour_neg;
+        }
       }
       centre_fix[a] += fix_a.centre_pos;
       centre_fix[cp + a] += fix_a.centre_neg;
@@ -453,17 +548,44 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, int
         const float v = p[ch], nv = 1.0f - v;
         const float pos_pass = (v >= kClipLow && v <= kClipHigh) ? 1.0f : 0.0f;
         const float neg_pass = (nv >= kClipLow && nv <= kClipHigh) ? 1.0f : 0.0f;
-        const float neighbour_pos = neighbour_weight * (1.0f + tz[kLogPos * cp + ch]) - neighbour_log[ch] +
+        const float neighbour_pos = neighbour_weight * (1.0f + tz[kLogPos * cp + ch]) - neighbour_sum[ch] +
                                     neighbour_fix[ch];
         const float neighbour_neg = neighbour_weight * (1.0f + tz[kLogNeg * cp + ch]) -
-                                    neighbour_log[cp + ch] + neighbour_fix[cp + ch];
-        const float centre_pos = centre_v[ch] + centre_fix[ch];
-        const float centre_neg = centre_v[cp + ch] + centre_fix[cp + ch];
+                                    neighbour_sum[cp + ch] + neighbour_fix[cp + ch];
+        const float centre_pos = centre_sum[ch] + centre_fix[ch];
+        const float centre_neg = centre_sum[cp + ch] + centre_fix[cp + ch];
         out[ch] = pos_pass * (neighbour_pos - centre_pos / tz[kPos * cp + ch]) -
                   neg_pass * (neighbour_neg - centre_neg / tz[kNeg * cp + ch]);
       }
     }
   }
+}
+
+// Per-thread work buffers (band table, entropy, row flags, row staging), kept between calls: allocated per shard
+// and call, the ~1 MB table cost page faults on every call wherever the allocator returns freed memory to the
+// system (as the benchmark's MALLOC_MMAP_THRESHOLD_ makes it). The table is zeroed when the channel count or its
+// size changes: the padded channels C..Cp-1 of a cell are never written and must stay zero.
+struct ThreadBuffers {
+  std::vector<float> table, entropy, weight, weight2, row;
+  std::vector<int32_t> edge_bits;
+  int64_t table_channels = -1;
+
+  void Prepare(const Geometry& g, const Tiling& tiling) {
+    const size_t table_floats = tiling.TableCells(g) * g.CellFloats();
+    if (table_channels != g.c || table.size() != table_floats) {
+      table.assign(table_floats, 0.0f);
+      table_channels = g.c;
+    }
+    entropy.resize(tiling.TableCells(g));
+    weight.resize(g.sizes.size() * 8 * g.w);
+    weight2.resize(g.sizes.size() * 8 * g.w);
+    edge_bits.resize(g.sizes.size() * g.w);
+  }
+};
+
+ThreadBuffers& ThisThreadBuffers() {
+  thread_local ThreadBuffers buffers;
+  return buffers;
 }
 
 // Calls fn.template operator()<kCp>() with kCp = cp for the common padded channel counts (VOC's 21 and
@@ -477,12 +599,6 @@ void DispatchChannels(int64_t cp, Fn&& fn) {
     case 32: fn(std::integral_constant<int, 32>()); break;
     default: fn(std::integral_constant<int, 0>()); break;
   }
-}
-
-std::vector<int> AllOffsets(const std::vector<int>& sizes) {
-  std::vector<int> offsets(sizes.size() * 16);
-  for (size_t s = 0; s < sizes.size(); ++s) Offsets(sizes[s], reinterpret_cast<int(*)[2]>(&offsets[s * 16]));
-  return offsets;
 }
 
 // The attributes both kernels share.
@@ -525,24 +641,27 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
     // Per unit: [C * S] edge sums, [C * S] non-edge sums (double), [S] edge and non-edge counts.
     std::vector<double> sums(blocks * 2 * g.c * num_sizes, 0.0);
     std::vector<int64_t> counts(blocks * 2 * num_sizes, 0);
-    const std::vector<int> offsets = AllOffsets(g.sizes);
     auto work = [&](int64_t block_begin, int64_t block_end) {
-      std::vector<float> table(tiling.TableFloats(g));
-      std::vector<float> entropy(tiling.TableFloats(g) / (kSlots * g.cp));
+      ThreadBuffers& buffers = ThisThreadBuffers();
+      buffers.Prepare(g, tiling);
+      std::vector<float>& table = buffers.table;
+      std::vector<float>& entropy = buffers.entropy;
+      std::vector<float>& weight = buffers.weight;
+      std::vector<int32_t>& edge_bits = buffers.edge_bits;
+      std::vector<float>& scratch = buffers.row;
       for (int64_t block = block_begin; block < block_end; ++block) {
         double* edge_sum = &sums[block * 2 * g.c * num_sizes];
         int64_t* edge_count = &counts[block * 2 * num_sizes];
-        int64_t img, y_begin, y_end, table_begin, table_end;
-        tiling.Band(g, block, &img, &y_begin, &y_end, &table_begin, &table_end);
+        int64_t img, y_begin, y_end;
+        tiling.Band(g, block, &img, &y_begin, &y_end);
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(),
-                                                 entropy.data());
-          ForwardRows<decltype(cp_constant)::value>(g, table.data(), entropy.data(), table_begin,
-                                                    offsets.data(), margin_, img, y_begin, y_end, edge_sum,
+          FillTable(g, probs, nullptr, img, y_begin, y_end, table.data(), entropy.data(), &scratch);
+          ForwardRows<decltype(cp_constant)::value>(g, table.data(), entropy.data(), margin_, img, y_begin, y_end,
+                                                    weight.data(), edge_bits.data(), edge_sum,
                                                     edge_sum + g.c * num_sizes, edge_count,
                                                     edge_count + num_sizes);
         });
-        if (logs != nullptr) StashLogs(g, table.data(), table_begin, img, y_begin, y_end, logs);
+        if (logs != nullptr) StashLogs(g, table.data(), img, y_begin, y_end, logs);
       }
     };
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
@@ -604,22 +723,23 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
     const float* probs = ctx->input(1).flat<float>().data();
     const float* grad_sums = grad_sums_t.flat<float>().data();  // [C, 2S]: edge columns, then non-edge
     float* grad = grad_t->flat<float>().data();
-    const std::vector<int> offsets = AllOffsets(g.sizes);
     const Tiling tiling(ctx, g);
     auto work = [&](int64_t unit_begin, int64_t unit_end) {
-      std::vector<float> table(tiling.TableFloats(g));
+      ThreadBuffers& buffers = ThisThreadBuffers();
+      buffers.Prepare(g, tiling);
+      std::vector<float>& table = buffers.table;
+      std::vector<float>& g_centre = buffers.weight;
+      std::vector<float>& g_neighbour = buffers.weight2;
+      std::vector<int32_t>& edge_bits = buffers.edge_bits;
+      std::vector<float>& scratch = buffers.row;
       for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-        int64_t img, y_begin, y_end, table_begin, table_end;
-        tiling.Band(g, unit, &img, &y_begin, &y_end, &table_begin, &table_end);
+        int64_t img, y_begin, y_end;
+        tiling.Band(g, unit, &img, &y_begin, &y_end);
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          if (logs != nullptr) {
-            FillRowsFromLogs<decltype(cp_constant)::value>(g, probs, logs, img, table_begin, table_end,
-                                                           table.data());
-          } else {
-            FillRows<decltype(cp_constant)::value>(g, probs, img, table_begin, table_end, table.data(), nullptr);
-          }
-          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), table_begin, grad_sums,
-                                                     offsets.data(), margin_, img, y_begin, y_end, grad);
+          FillTable(g, probs, logs, img, y_begin, y_end, table.data(), nullptr, &scratch);
+          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), grad_sums, margin_, img, y_begin,
+                                                     y_end, g_centre.data(), g_neighbour.data(),
+                                                     edge_bits.data(), grad);
         });
       }
     };

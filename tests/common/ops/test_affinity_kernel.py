@@ -182,8 +182,8 @@ def test_single_class_and_all_ignore_images():
 
 
 def test_stashed_logs_give_the_same_gradient_over_several_bands(kernel):
-    """The forward's stash of log P~, log (1-P)~ (the training path) and the gradient op's own logs (forward-only
-    use, stash_logs=False) give identical gradients; 70 rows make several row bands with halos."""
+    """The forward's stash of log P~, log (1-P)~ (stash_logs=True) and the gradient op's own logs (the default)
+    give identical gradients; 70 rows make several row bands with halos."""
     labels, logits, w_edge, w_not_edge = _random_case(8, (2, 70, 13), 21, block=3)
     _assert_kernel_equals_xla(labels, logits, 21, 3.0, (1, 2, 3), w_edge, w_not_edge)
     labels = np.where(labels[..., 0] < 21, labels[..., 0], -1).astype(np.int32)
