@@ -23,15 +23,24 @@
 // Backward: each pixel z writes its own gradient (no scatter, no atomics): for every offset d it takes the pair
 // (z, z+d) in both roles -- z the centre (offset d) and z the neighbour of centre z+d (offset -d) -- which
 // share the edge channels; two vector FMAs per pair, the edge channels' hinge corrections in a second, scalar
-// loop over the pixel's edge pairs (the set bits of the row's edge flags). Gradients follow TensorFlow's for the
-// original ops (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
+// loop over the pixel's edge pairs of all sizes (the set bits of the row's edge flags, one 64-bit mask for up to 8
+// sizes). The per-pair weights, hinge weights included, come from the row flags, which read them contiguously from
+// per-pixel planes of grad_class_sums (no per-edge label or class lookups, no gathers). Gradients follow
+// TensorFlow's for the original ops (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
 //
 // Where the time goes ([16, 60, 60, 21], sizes 1-3, the benchmark's 6x6-block labels, one thread, perf samples,
 // on the shared 2-core machine): forward ~12 ms: pair loop ~30%, scalar edge-hinge loop ~25%, dot product and
 // double accumulation ~10%, row-wise clip / log fill ~20%, row flags ~5%; backward ~21 ms: pair loop (two FMAs
 // per 8 floats, loads from L2: a pixel's 24 neighbours are 144 cache lines) ~35%, edge-channel corrections ~40%
 // (about a third of these pairs are edges; real label maps have far fewer), row flags ~10%, final per-channel
-// combine ~5%. The previous version (per-pair label branches and index arithmetic, per-pixel clip / log with
+// combine ~5%. Since then (min of 100 calls, one thread, on a loaded machine: forward 12.0 -> 11.0 ms, backward
+// 22.8 -> 19.9 ms): 60-row instead of 32-row bands (the table's 2 * reach halo rows are filled for 10% instead of
+// 19% more rows), the per-pixel entropy summed in four partial sums instead of one chain of C dependent adds, the
+// backward's hinge weights precomputed per row from per-pixel planes and its edge loops of all sizes merged (one
+// unpredictable loop exit per pixel, not per size). Measured and not kept: vectorising the edge-channel hinge
+// across a centre's 8 neighbours with AVX2 gathers (11 gathers per centre and size, ~2 ns each here: as slow as
+// the ~3 scalar edge pairs they replace); one edge loop over all sizes in the forward (per-size accumulators in
+// memory, not measurably faster). The previous version (per-pair label branches and index arithmetic, per-pixel clip / log with
 // libc memcpy staging) took ~22 ms forward and ~24 ms backward: the per-pair scalar work, not the vector maths,
 // bounded it. Measured and not kept: an AVX-512 build (-mavx512f/vl/bw/dq, 16-float vectors, Cp 24) was no
 // faster than AVX2 here (the remaining cost is the scalar edge work and L2 loads); stashing the forward's logs
@@ -202,8 +211,9 @@ struct Tiling {
 
   Tiling(OpKernelContext* ctx, const Geometry& g) {
     const int threads = std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
-    // Long bands (the halo of 2 * reach rows is filled twice), short enough for 4 units per thread.
-    rows = std::min<int64_t>(32, std::max<int64_t>(1, g.h));
+    // Long bands (the halo of 2 * reach rows is filled twice: 10% more rows filled for 60-row bands, 19% for 32),
+    // short enough for 4 units per thread.
+    rows = std::min<int64_t>(64, std::max<int64_t>(1, g.h));
     while (rows > 4 && g.n * ((g.h + rows - 1) / rows) < 4 * threads) rows /= 2;
     bands_per_image = (g.h + rows - 1) / rows;
     units = g.n * bands_per_image;
@@ -282,9 +292,15 @@ void FillTable(const Geometry& g, const float* probs, const float* logs, int64_t
         CopyFloats(slot_rows + slot * row_floats + x * c, c, t + slot * cp);
       }
       if (entropy != nullptr) {
-        float h = 0.0f;
-        for (int64_t k = 0; k < c; ++k) h += terms[x * c + k];
-        entropy[row_cell + g.reach + x] = h;
+        // Four partial sums: one sum over the channels was a dependency chain of C adds per pixel.
+        const float* tx = terms + x * c;
+        float h[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        int64_t k = 0;
+        for (; k + 4 <= c; k += 4) {
+          for (int j = 0; j < 4; ++j) h[j] += tx[k + j];
+        }
+        for (; k < c; ++k) h[0] += tx[k];
+        entropy[row_cell + g.reach + x] = (h[0] + h[1]) + (h[2] + h[3]);
       }
     }
   }
@@ -301,6 +317,14 @@ void StashLogs(const Geometry& g, const float* table, int64_t img, int64_t y_beg
       CopyFloats(t + kLogNeg * cp, c, out + c);
     }
   }
+}
+
+// Edge bits of sizes s0 .. min(s0 + 8, S) - 1 at x as one mask, bit (s - s0) * 8 + k.
+inline uint64_t EdgeMask(const int32_t* edge_bits, int64_t w, int64_t x, int64_t s0, int64_t num_sizes) {
+  uint64_t mask = 0;
+  const int64_t s1 = std::min<int64_t>(num_sizes, s0 + 8);
+  for (int64_t s = s0; s < s1; ++s) mask |= static_cast<uint64_t>(static_cast<uint32_t>(edge_bits[s * w + x]) & 0xffu) << (8 * (s - s0));
+  return mask;
 }
 
 // KL of channel k of the pair (centre t_p, neighbour t_q).
@@ -429,29 +453,33 @@ inline void EdgeChannelFix(const float* z, const float* tq, int64_t cp, int ch, 
 // non-edge sum of z's class) and z the neighbour of centre q at offset -d (needs z, q, q+d labelled; weight
 // g_neighbour = that of q's class), at [(s * 8 + k) * W + x]; bit k of edge_bits[s * W + x] = some role valid
 // and labels differ.
-void BackwardRowFlags(const Geometry& g, const float* grad_sums, int64_t img, int64_t y, float* g_centre,
+void BackwardRowFlags(const Geometry& g, const float* pixel_grads, int64_t img, int64_t y, float* g_centre,
                       float* g_neighbour, int32_t* edge_bits) {
   const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
   const int64_t num_sizes = g.sizes.size();
+  const int64_t hinge_offset = num_sizes * 8 * g.w;
   std::fill(edge_bits, edge_bits + num_sizes * g.w, 0);
   for (int64_t s = 0; s < num_sizes; ++s) {
-    const float* not_edge_grad = grad_sums + num_sizes + s;  // [class * 2S]
-    const int32_t class_stride = static_cast<int32_t>(2 * num_sizes);  // 32-bit gather indices
+    // The label map's pixels' gradient weights (0 where ignored): contiguous loads at x and x + d, no gathers.
+    const int64_t plane = g.n * g.ph * g.pw;
+    const float* not_edge_grad = pixel_grads + (num_sizes + s) * plane + g.LabelIndex(img, y, 0);
+    const float* edge_grad = pixel_grads + s * plane + g.LabelIndex(img, y, 0);
     for (int k = 0; k < 8; ++k) {
       const int64_t d = g.label_offset[s * 8 + k];
       float* gc = g_centre + (s * 8 + k) * g.w;
       float* gn = g_neighbour + (s * 8 + k) * g.w;
+      float* hc = gc + hinge_offset;
+      float* hn = gn + hinge_offset;
       int32_t* bits = edge_bits + s * g.w;
 #pragma omp simd
       for (int64_t x = 0; x < g.w; ++x) {
         const int32_t a = lab[x], b = lab[x + d];
         const int32_t pair = (a >= 0) & (b >= 0);
         const int32_t as_centre = pair & (lab[x - d] >= 0), as_neighbour = pair & (lab[x + 2 * d] >= 0);
-        // Unconditional loads (class 0 for an ignored pixel) so that the loop vectorises with gathers.
-        const float grad_a = not_edge_grad[std::max(a, 0) * class_stride];
-        const float grad_b = not_edge_grad[std::max(b, 0) * class_stride];
-        gc[x] = as_centre ? grad_a : 0.0f;
-        gn[x] = as_neighbour ? grad_b : 0.0f;
+        gc[x] = as_centre ? not_edge_grad[x] : 0.0f;
+        gn[x] = as_neighbour ? not_edge_grad[x + d] : 0.0f;
+        hc[x] = as_centre ? -edge_grad[x] : 0.0f;
+        hn[x] = as_neighbour ? -edge_grad[x + d] : 0.0f;
         bits[x] |= ((as_centre | as_neighbour) & (a != b)) << k;
       }
     }
@@ -467,14 +495,14 @@ void BackwardRowFlags(const Geometry& g, const float* grad_sums, int64_t img, in
 // floats, with the weights of the row flags (0 for an absent role: no branch). Edge channels a, b of a pair with
 // a != b: the hinge replaces the non-edge weight, added as scalar corrections of those two channels.
 template <int kCp>
-void BackwardRows(const Geometry& g, const float* probs, const float* table, const float* grad_sums, float margin,
+void BackwardRows(const Geometry& g, const float* probs, const float* table, const float* pixel_grads, float margin,
                   int64_t img, int64_t y_begin, int64_t y_end, float* g_centre, float* g_neighbour,
                   int32_t* edge_bits, float* grad) {
   const int64_t cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
   const int64_t cp2 = 2 * cp;
   constexpr int kVecs = kCp > 0 ? 2 * kCp / kVecFloats : 1;
   const int num_vecs = kCp > 0 ? kVecs : 2 * g.cp / kVecFloats;
-  const int64_t c = g.c, num_sizes = g.sizes.size();
+  const int64_t c = g.c, num_sizes = g.sizes.size(), hinge_offset = num_sizes * 8 * g.w;
   // Vector accumulators: local arrays when the channel count is static, so that they stay in registers. The edge
   // corrections (indexed by a runtime channel) live in a separate array, so that they do not force the
   // accumulators to memory.
@@ -490,7 +518,7 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
   float* centre_fix = sums + 2 * cp2;       // edge-channel corrections of centre_v
   float* neighbour_fix = sums + 3 * cp2;    // edge-channel corrections of the neighbour part (final values)
   for (int64_t y = y_begin; y < y_end; ++y) {
-    BackwardRowFlags(g, grad_sums, img, y, g_centre, g_neighbour, edge_bits);
+    BackwardRowFlags(g, pixel_grads, img, y, g_centre, g_neighbour, edge_bits);
     const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
     for (int64_t x = 0; x < g.w; ++x) {
       float* out = grad + g.Pixel(img, y, x) * c;
@@ -519,16 +547,17 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
       std::fill(centre_fix, centre_fix + 2 * cp2, 0.0f);
       const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
       EdgeFix fix_a;  // channel a (z's own class) accumulates in registers, channel b in the arrays
-      for (int64_t s = 0; s < num_sizes; ++s) {
-        for (uint32_t bits = edge_bits[s * g.w + x]; bits != 0; bits &= bits - 1) {
-          const int64_t sk = s * 8 + __builtin_ctz(bits);
+      // The edge pairs of all sizes in one loop (bit s * 8 + k of a 64-bit mask; 8 sizes per mask): one
+      // unpredictable loop exit per pixel instead of one per size.
+      for (int64_t s0 = 0; s0 < num_sizes; s0 += 8) {
+        for (uint64_t bits = EdgeMask(edge_bits, g.w, x, s0, num_sizes); bits != 0; bits &= bits - 1) {
+          const int64_t sk = s0 * 8 + __builtin_ctzll(bits);
           const int64_t d = g.label_offset[sk];
           const float* tq = table + (z_cell + g.cell_offset[sk]) * cell_floats;
           const int b = lab[x + d];
-          const float centre_on = lab[x - d] >= 0 ? 1.0f : 0.0f, neighbour_on = lab[x + 2 * d] >= 0 ? 1.0f : 0.0f;
           const float gc = g_centre[sk * g.w + x], gn = g_neighbour[sk * g.w + x];
-          const float hinge_centre = centre_on * -grad_sums[a * 2 * num_sizes + s];
-          const float hinge_neighbour = neighbour_on * -grad_sums[b * 2 * num_sizes + s];
+          const float hinge_centre = g_centre[hinge_offset + sk * g.w + x];
+          const float hinge_neighbour = g_neighbour[hinge_offset + sk * g.w + x];
           EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, gc, hinge_neighbour, gn, &fix_a);
           const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
           EdgeFix fix_b;
@@ -577,8 +606,8 @@ struct ThreadBuffers {
       table_channels = g.c;
     }
     entropy.resize(tiling.TableCells(g));
-    weight.resize(g.sizes.size() * 8 * g.w);
-    weight2.resize(g.sizes.size() * 8 * g.w);
+    weight.resize(2 * g.sizes.size() * 8 * g.w);  // the backward's g_centre, then its hinge weights
+    weight2.resize(2 * g.sizes.size() * 8 * g.w);  // g_neighbour, then its hinge weights
     edge_bits.resize(g.sizes.size() * g.w);
   }
 };
@@ -723,6 +752,17 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
     const float* probs = ctx->input(1).flat<float>().data();
     const float* grad_sums = grad_sums_t.flat<float>().data();  // [C, 2S]: edge columns, then non-edge
     float* grad = grad_t->flat<float>().data();
+    // Per column j of grad_sums and label-map pixel: grad_sums[class, j] (0 where ignored), [2S, N, PH, PW], so
+    // that the row flags read the weights of a row and of its shifted rows contiguously.
+    const int64_t plane = g.n * g.ph * g.pw;
+    std::vector<float> pixel_grads(2 * num_sizes * plane);
+    for (int64_t j = 0; j < 2 * num_sizes; ++j) {
+      float* out = pixel_grads.data() + j * plane;
+      for (int64_t i = 0; i < plane; ++i) {
+        const int32_t cls = g.label_map[i];
+        out[i] = cls >= 0 ? grad_sums[cls * 2 * num_sizes + j] : 0.0f;
+      }
+    }
     const Tiling tiling(ctx, g);
     auto work = [&](int64_t unit_begin, int64_t unit_end) {
       ThreadBuffers& buffers = ThisThreadBuffers();
@@ -737,7 +777,7 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
         tiling.Band(g, unit, &img, &y_begin, &y_end);
         DispatchChannels(g.cp, [&](auto cp_constant) {
           FillTable(g, probs, logs, img, y_begin, y_end, table.data(), nullptr, &scratch);
-          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), grad_sums, margin_, img, y_begin,
+          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), pixel_grads.data(), margin_, img, y_begin,
                                                      y_end, g_centre.data(), g_neighbour.data(),
                                                      edge_bits.data(), grad);
         });
