@@ -756,13 +756,16 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
     // that the row flags read the weights of a row and of its shifted rows contiguously.
     const int64_t plane = g.n * g.ph * g.pw;
     std::vector<float> pixel_grads(2 * num_sizes * plane);
-    for (int64_t j = 0; j < 2 * num_sizes; ++j) {
-      float* out = pixel_grads.data() + j * plane;
-      for (int64_t i = 0; i < plane; ++i) {
+    const int64_t image_pixels = g.ph * g.pw;
+    auto fill_planes = [&](int64_t img_begin, int64_t img_end) {
+      for (int64_t i = img_begin * image_pixels; i < img_end * image_pixels; ++i) {
         const int32_t cls = g.label_map[i];
-        out[i] = cls >= 0 ? grad_sums[cls * 2 * num_sizes + j] : 0.0f;
+        const float* column = grad_sums + std::max(cls, 0) * 2 * num_sizes;
+        for (int64_t j = 0; j < 2 * num_sizes; ++j) pixel_grads[j * plane + i] = cls >= 0 ? column[j] : 0.0f;
       }
-    }
+    };
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(g.n, image_pixels * 2 * num_sizes * 4,
+                                                                         fill_planes);
     const Tiling tiling(ctx, g);
     auto work = [&](int64_t unit_begin, int64_t unit_end) {
       ThreadBuffers& buffers = ThisThreadBuffers();
