@@ -1,7 +1,7 @@
 """Compile-on-first-use C++ TensorFlow op libraries: the build machinery shared by the project's CPU kernels.
 
-`OpLibrary(name, source)` compiles `source` with g++ and the `tf.sysconfig` flags into the kernel cache
-(`$AFFINITY_SEG_CACHE` or `~/.cache/affinity-seg/`, as `common.ops.affinity_kernel`), keyed by a hash of the source,
+`OpLibrary(name, source)` compiles `source` with g++ (or `$AFFINITY_SEG_CXX`) and the `tf.sysconfig` flags into the
+kernel cache (`$AFFINITY_SEG_CACHE` or `~/.cache/affinity-seg/`), keyed by a hash of the source,
 flags, compiler and TensorFlow version, written under a temporary name and renamed atomically (concurrent builders
 never load a half-written library), then loads it with `tf.load_op_library`, once per process. `load()` returns
 None when that fails (no compiler, incompatible headers, load error) and remembers why (`unavailable_reason()`), so
@@ -16,9 +16,19 @@ import threading
 
 import tensorflow as tf
 
-from common.ops.affinity_kernel import COMPILER_ENV, KernelUnavailableError, cache_dir
+__all__ = ['CACHE_ENV', 'COMPILER_ENV', 'KernelUnavailableError', 'OpLibrary', 'cache_dir', 'vector_flags']
 
-__all__ = ['OpLibrary', 'KernelUnavailableError', 'vector_flags']
+CACHE_ENV = 'AFFINITY_SEG_CACHE'
+COMPILER_ENV = 'AFFINITY_SEG_CXX'
+
+
+class KernelUnavailableError(RuntimeError):
+    """A compiled kernel could not be built or loaded (the message says why)."""
+
+
+def cache_dir():
+    """Directory of the compiled libraries: $AFFINITY_SEG_CACHE or ~/.cache/affinity-seg."""
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'affinity-seg')
 
 
 def _cpu_flag_set():
