@@ -104,6 +104,7 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
     import random
     import tensorflow as tf
     from common.data.lists import check_listed_files, load_img_name_list
+    from common.data.pipeline import input_options
     from common.data.psa_transforms import read_rgb, shard_and_number
 
     names = load_img_name_list(list_path)
@@ -135,4 +136,5 @@ def build_aff_dataset(list_path, voc12_root, la_crf_dir, ha_crf_dir, batch_size,
 
     # each element's draws are seeded by its index, so parallel loading gives the same batches
     ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True).with_options(input_options(deterministic=True))
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -35,6 +35,25 @@ _IMAGE_MAGICS = (b'\xff\xd8\xff', b'\x89PNG', b'GIF8', b'BM')
 _graph_fn = tf.autograph.experimental.do_not_convert
 
 
+def input_options(deterministic=True):
+    """tf.data options of every training input pipeline (AAF/SegSort here, PSA's in `psa_transforms` and
+    `affinitynet.data`).
+
+    Returns:
+      tf.data.Options: the given element order; AUTOTUNE values mean "one call per core" and a small prefetch
+      buffer; one thread per per-sample op.
+    """
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    # The autotuning model is off: its optimisation thread sleeps up to a minute between rounds, and destroying the
+    # iterator at the end of a training run waited for it (30-60 s of idle time per run, measured with TF 2.21;
+    # 52 s after PSA's 300-step classifier); throughput is the same.
+    options.autotune.enabled = False
+    # Per-sample ops are small: parallelism across samples beats splitting each op over threads.
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
 def load_samples(data_dir, data_list, reader='aaf', check_files=True, skip_bad_samples=False, hed_dir=None):
     """Reads a list file into per-sample paths with their 1-based line numbers.
 
@@ -297,15 +316,7 @@ def build_segmentation_dataset(data_dir, data_list, input_size, batch_size, rand
 
     dataset = dataset.map(_graph_fn(transform), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     dataset = dataset.batch(per_replica_batch, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    # AUTOTUNE values then mean "one call per core" and a small prefetch buffer. The autotuning model itself is off:
-    # its optimisation thread sleeps up to a minute between rounds, and destroying the iterator at the end of a
-    # training run waited for it (30-60 s of idle time per run, measured with TF 2.21); throughput is the same.
-    options.autotune.enabled = False
-    # Per-sample ops are small: parallelism across samples beats splitting each op over threads.
-    options.threading.max_intra_op_parallelism = 1
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return dataset.with_options(input_options(deterministic)).prefetch(AUTOTUNE)
 
 
 def build_inference_dataset(data_dir, data_list, img_mean=IMG_MEAN, ignore_label=255, num_classes=None,

@@ -505,6 +505,7 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
 
     from common.data.cls_labels import load_cls_labels
     from common.data.lists import check_listed_files, load_img_name_list
+    from common.data.pipeline import input_options
     import os
 
     if network not in NETWORKS:
@@ -542,7 +543,4 @@ def build_psa_cls_dataset(list_path, voc12_root, cls_labels, batch_size, crop_si
 
     ds = ds.map(map_fn, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic)
-    ds = ds.with_options(options)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(input_options(deterministic)).prefetch(tf.data.AUTOTUNE)

@@ -129,3 +129,18 @@ def test_crf_stage_kill_and_resume_equals_uninterrupted_run(cls_setup):
             # last bits; the CRF's 10 mean-field iterations amplify that to ~1e-5
             for k in a:
                 np.testing.assert_allclose(a[k], b[k], atol=1e-4)
+
+
+def test_compiled_forward_cam_equals_eager_and_traces_few_times(cls_setup):
+    from affinitynet import model as model_lib
+    from affinitynet.infer_cls import compiled_forward_cam, image_cams
+    net = model_lib.build_classifier('resnet38', WIDTH)
+    img = np.random.default_rng(0).integers(0, 255, [37, 52, 3], dtype=np.uint8)
+    compiled = compiled_forward_cam(net)
+    eager = image_cams(net, img, 'resnet38')
+    traced = image_cams(net, img, 'resnet38', compiled)
+    assert len({tuple(c.shape) for c in eager}) == 4  # four scales, each flipped
+    for a, b in zip(eager, traced):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+    # one relaxed trace serves every size instead of one per scale
+    assert compiled.experimental_get_tracing_count() <= 2

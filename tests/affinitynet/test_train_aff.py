@@ -36,6 +36,16 @@ def test_two_steps_train_and_save(synthetic_voc, tmp_path):
     assert os.path.isdir(tmp_path / 'aff_ckpt')  # checkpoints to resume from
 
 
+def test_dataset_runs_without_the_autotuning_model(synthetic_voc, tmp_path):
+    # its thread delayed the end of every training run by up to a minute (iterator teardown waited for it)
+    root = os.path.join(synthetic_voc, 'VOCdevkit', 'VOC2012')
+    names = load_img_name_list(os.path.join(synthetic_voc, 'voc12', 'train_aug.txt'))[:2]
+    _crf_dirs(root, names, tmp_path)
+    dataset = data_lib.build_aff_dataset(write_list(tmp_path / 'list.txt', names), root, str(tmp_path / 'la'),
+                                         str(tmp_path / 'ha'), 2, crop_size=32)
+    assert dataset.options().autotune.enabled is False
+
+
 def test_missing_crf_file_is_named(tmp_path):
     (tmp_path / 'la').mkdir()
     with pytest.raises(FileNotFoundError, match=r'la CRF file not found: .*x.npy'):

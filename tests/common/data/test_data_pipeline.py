@@ -9,7 +9,7 @@ from PIL import Image
 
 from common.data import read_images_from_disk, read_images_from_disk_for_segsort
 from common.data.lists import EmptyListError
-from common.data.pipeline import build_inference_dataset, build_segmentation_dataset
+from common.data.pipeline import build_inference_dataset, build_segmentation_dataset, input_options
 from common.train.strategy import make_strategy
 
 H, W = 20, 28
@@ -236,3 +236,14 @@ def test_truncated_file_with_valid_header_names_path(tmp_path, which):
     # Padding after the end marker (some writers add it) is not truncation.
     path.write_bytes(content + b'\0' * 16)
     assert len(list(build_inference_dataset(data_dir, data_list))) == 2
+
+
+def test_training_pipelines_run_without_the_autotuning_model(tmp_path):
+    # its optimisation thread kept a finished training run alive for up to a minute (iterator teardown waited)
+    data_dir, data_list = _make_set(tmp_path)
+    dataset = build_segmentation_dataset(data_dir, data_list, (16, 16), 2, seed=0, deterministic=True)
+    assert dataset.options().autotune.enabled is False
+    assert dataset.options().deterministic is True
+    assert input_options(deterministic=False).deterministic is False
+    assert input_options().threading.max_intra_op_parallelism == 1
+

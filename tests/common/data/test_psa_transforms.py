@@ -357,6 +357,8 @@ def test_psa_cls_dataset_yields_labels_and_is_reproducible(tiny_voc):
         for name, row in zip(names, lab):
             np.testing.assert_array_equal(row, labels[name.decode()])
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    # no autotuning model: its thread delayed the end of every training run by up to a minute
+    assert T.build_psa_cls_dataset(seed=3, **kwargs).options().autotune.enabled is False
     # parallel loading (the default) gives the batches of serial loading
     serial = _collect(T.build_psa_cls_dataset(seed=3, num_parallel_calls=1, **kwargs))
     for (img, _, names), (img2, _, names2) in zip(first, serial):
