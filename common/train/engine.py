@@ -371,6 +371,14 @@ class Trainer:
             dataset = self.dataset_fn(input_context)
             return dataset.skip(skip) if skip else dataset
 
+        if isinstance(self.strategy, tf.distribute.OneDeviceStrategy):
+            # One replica, one pipeline: iterate the dataset itself (the same batches). The distributed iterator
+            # wraps it in a MultiDeviceIterator whose per-device dataset runs tf.data's autotuning thread, which
+            # the `input_options` of our pipelines cannot turn off; destroying it at the end of a run waited for
+            # that thread's next round, up to a minute of idle time (TF 2.21).
+            device = tf.DeviceSpec.from_string(self.strategy.extended.worker_devices[0])
+            with tf.device(device.replace(device_type='CPU', device_index=0).to_string()):  # its host
+                return iter(fn(tf.distribute.InputContext()))
         return iter(self.strategy.distribute_datasets_from_function(fn))
 
     @property

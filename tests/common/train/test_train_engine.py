@@ -94,6 +94,20 @@ def test_iter_size_and_l2_vs_numpy(devices, accumulate):
     assert set(metrics) >= {'mse', 'l2_loss', 'loss'}
 
 
+def test_single_device_iterates_the_dataset_itself():
+    # a distributed iterator's per-device dataset runs tf.data's autotuning thread, and destroying it at the end
+    # of a run waited up to a minute for that thread; one device needs no distribution
+    strategy = make_strategy(devices=['/cpu:0'])
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    trainer = Trainer(_linear_model(strategy), _mse_loss, _xy_dataset, _config(), strategy=strategy)
+    ours = trainer._make_iterator()
+    assert isinstance(ours, tf.data.Iterator) and not isinstance(ours, tf.distribute.DistributedIterator)
+    distributed = iter(strategy.distribute_datasets_from_function(_xy_dataset))
+    for _ in range(7):  # past one epoch of the 12 rows
+        for a, b in zip(next(ours), next(distributed)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 # Rows 0..3 are the first global batch: replica 0 gets rows 0,1 (2 valid), replica 1 rows 2,3 (1 valid).
 _VALID = np.ones((12, 1), np.float32)
 _VALID[3] = 0.0
