@@ -141,7 +141,7 @@ def affinity_loss_fused(labels, probs, num_classes, kld_margin):
 
 
 def adaptive_affinity_loss_fused(labels, probs, num_classes, kld_margin, w_edge_raw, w_not_edge_raw,
-                                 sizes=AAF_SIZES, impl='xla'):
+                                 sizes=AAF_SIZES, impl='xla', logits=None):
     """Fused adaptive affinity loss for all sizes in one call.
 
     Args:
@@ -151,13 +151,14 @@ def adaptive_affinity_loss_fused(labels, probs, num_classes, kld_margin, w_edge_
         (the softmax over sizes is applied here, differentiably).
       sizes: neighbour distances; the j-th size uses softmax(W)[..., j].
       impl: 'xla', 'kernel' or 'auto' (see `common.ops.affinity_fused.affinity_field_loss`).
+      logits: optional, with probs = softmax(logits): the kernel's gradient goes to the logits in one op.
     Returns:
       (edge_means [S], not_edge_means [S], edge_counts [S] int32, not_edge_counts [S] int32).
     """
     w_edge = size_softmax(w_edge_raw, num_classes)
     w_not_edge = size_softmax(w_not_edge_raw, num_classes)
     return affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=sizes, w_edge=w_edge,
-                               w_not_edge=w_not_edge, impl=impl)
+                               w_not_edge=w_not_edge, impl=impl, logits=logits)
 
 
 class AdaptiveAffinityWeights(keras.layers.Layer):
@@ -256,13 +257,14 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank == 3:
         labels = labels[..., None]
-    probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    logits = tf.cast(logits, tf.float32)
+    probs = tf.nn.softmax(logits, axis=-1)
     dec = affinity_decay(tf.cast(step, tf.float32), num_steps)
     if mode == 'affinity':
         sizes = (1,)
         if fused:
-            edge, not_edge, edge_count, not_edge_count = affinity_field_loss(labels, probs, num_classes,
-                                                                             kld_margin, sizes=sizes, impl=impl)
+            edge, not_edge, edge_count, not_edge_count = affinity_field_loss(
+                labels, probs, num_classes, kld_margin, sizes=sizes, impl=impl, logits=logits)
         else:
             edge_loss, not_edge_loss = affinity_loss(labels, probs, num_classes, kld_margin)
             edge, not_edge = tf.reduce_mean(edge_loss)[None], tf.reduce_mean(not_edge_loss)[None]
@@ -271,7 +273,8 @@ def aaf_loss_terms(logits, labels, num_classes, step, num_steps, mode='aaf', kld
         sizes = AAF_SIZES
         if fused:
             edge, not_edge, edge_count, not_edge_count = adaptive_affinity_loss_fused(
-                labels, probs, num_classes, kld_margin, weights.edge_w, weights.nonedge_w, sizes=sizes, impl=impl)
+                labels, probs, num_classes, kld_margin, weights.edge_w, weights.nonedge_w, sizes=sizes, impl=impl,
+                logits=logits)
         else:
             w_edge, w_not_edge = weights()
             edge_losses, not_edge_losses = adaptive_affinity_loss_per_size(

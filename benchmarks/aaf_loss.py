@@ -10,8 +10,11 @@ its gradient w.r.t. the logits and the two adversarial variables, via `aaf.losse
 kernel on CPU, the XLA op where the kernel is unavailable).
 
 Method. Each (variant, shape) runs in its own subprocess so allocations of one cannot hide in the other's
-high-water mark. Time: after 2 warm-up calls (the first one traces/compiles), the median wall time of several
-forward+backward calls (results fetched to NumPy, so the work has finished). Peak memory: TensorFlow's CPU
+high-water mark. Time: after 2 warm-up calls (the first one traces/compiles), the median wall time of the timed
+forward+backward calls (results fetched to NumPy, so the work has finished): at least --repeats calls, and more
+until --min-seconds have passed (at most 200), so that the fast variants' medians rest on dozens of calls. As
+`timeit` does, Python's garbage collector is disabled during the timed calls (a collection pass would land in
+whichever call it happens to interrupt); it is re-enabled afterwards. Peak memory: TensorFlow's CPU
 allocator keeps no statistics and glibc keeps freed blocks, so the children run with the allocator returning
 freed memory to the system (MALLOC_MMAP_THRESHOLD_=65536: every block >= 64 KiB is its own mapping, unmapped on
 free; TF_ENABLE_ONEDNN_OPTS=0: no oneDNN scratch caches). After warm-up a child resets its resident-set
@@ -26,9 +29,11 @@ The machine's load average is printed: on a shared machine the times are upper b
 Prints one line per measurement and ends with
 `fused vs original: time ratio <r1>x, peak memory ratio <r2>x` (original / fused, at the larger shape).
 
-Run: python -m benchmarks.aaf_loss [--shapes 8,42,42,21 16,60,60,21] [--repeats 5] [--variants ...]
+Run: python -m benchmarks.aaf_loss [--shapes 8,42,42,21 16,60,60,21] [--repeats 5] [--min-seconds 3]
+[--variants ...]
 """
 import argparse
+import gc
 import glob
 import json
 import os
@@ -42,6 +47,7 @@ import time
 DEFAULT_SHAPES = ('8,42,42,21', '16,60,60,21')
 VARIANTS = {'original': ('reference', False), 'xla': ('xla', True), 'kernel': ('kernel', False)}
 CHILD_ENV = {'TF_ENABLE_ONEDNN_OPTS': '0', 'MALLOC_MMAP_THRESHOLD_': '65536', 'TF_CPP_MIN_LOG_LEVEL': '2'}
+MAX_REPEATS = 200
 MEMORY_METHOD = ('RSS = VmHWM - VmRSS after clear_refs with MALLOC_MMAP_THRESHOLD_=65536 TF_ENABLE_ONEDNN_OPTS=0; '
                  'XLA = larger of RSS and XLA buffer assignment (temporaries + outputs)')
 
@@ -71,8 +77,8 @@ def _xla_buffer_bytes(dump_dir):
     return best
 
 
-def _measure(variant, shape, repeats):
-    """Runs in the child process: returns dict(time_ms, peak_mb, loss)."""
+def _measure(variant, shape, repeats, min_seconds=0.0):
+    """Runs in the child process: returns dict(time_ms, peak_mb, loss, method, calls)."""
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import numpy as np
     import tensorflow as tf
@@ -105,11 +111,16 @@ def _measure(variant, shape, repeats):
         f.write('5')
     baseline_kb = _status_kb('VmRSS')
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        loss, grads = step(logits, labels)
-        _ = [g.numpy() for g in grads]
-        times.append(time.perf_counter() - start)
+    gc.disable()
+    try:
+        begin = time.perf_counter()
+        while len(times) < repeats or (time.perf_counter() - begin < min_seconds and len(times) < MAX_REPEATS):
+            start = time.perf_counter()
+            loss, grads = step(logits, labels)
+            _ = [g.numpy() for g in grads]
+            times.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
     peak_kb = _status_kb('VmHWM') - baseline_kb
     method = 'RSS'
     if jit:
@@ -120,12 +131,12 @@ def _measure(variant, shape, repeats):
         raise RuntimeError(f'{variant}: peak memory reads {peak_kb} kB: the high-water mark did not move, the '
                            'memory instrument is broken (is MALLOC_MMAP_THRESHOLD_ set?)')
     return {'time_ms': 1e3 * statistics.median(times), 'peak_mb': peak_kb / 1024.0, 'loss': float(loss),
-            'method': method}
+            'method': method, 'calls': len(times)}
 
 
-def _run_child(variant, shape, repeats):
+def _run_child(variant, shape, repeats, min_seconds):
     cmd = [sys.executable, '-m', 'benchmarks.aaf_loss', '--child', variant, '--shapes', ','.join(map(str, shape)),
-           '--repeats', str(repeats)]
+           '--repeats', str(repeats), '--min-seconds', str(min_seconds)]
     env = {**os.environ, **CHILD_ENV}
     with tempfile.TemporaryDirectory() as dump_dir:
         if VARIANTS[variant][1]:  # XLA: dump the buffer assignment of the compiled step
@@ -140,7 +151,9 @@ def _run_child(variant, shape, repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--shapes', nargs='+', default=list(DEFAULT_SHAPES), help='N,H,W,C per shape')
-    parser.add_argument('--repeats', type=int, default=5, help='timed calls per variant (median reported)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed calls per variant at least (median reported)')
+    parser.add_argument('--min-seconds', type=float, default=3.0,
+                        help=f'keep timing a variant until this many seconds have passed (at most {MAX_REPEATS} calls)')
     parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS),
                         help='implementations to measure (original and the default one are always measured)')
     parser.add_argument('--child', choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -152,7 +165,7 @@ def main(argv=None):
     except ValueError:
         parser.error(f'--shapes: each shape must be N,H,W,C integers, got {args.shapes}')
     if args.child:
-        print(json.dumps(_measure(args.child, shapes[0], args.repeats)))
+        print(json.dumps(_measure(args.child, shapes[0], args.repeats, args.min_seconds)))
         return
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from common.ops.affinity_fused import resolve_impl
@@ -163,9 +176,9 @@ def main(argv=None):
     results = {}
     for shape in shapes:
         for variant in variants:
-            r = _run_child(variant, shape, args.repeats)
+            r = _run_child(variant, shape, args.repeats, args.min_seconds)
             results[shape, variant] = r
-            print(f'{variant:8s} {list(shape)}: {r["time_ms"]:8.1f} ms fwd+bwd (median of {args.repeats}), '
+            print(f'{variant:8s} {list(shape)}: {r["time_ms"]:8.1f} ms fwd+bwd (median of {r["calls"]}), '
                   f'peak memory {r["peak_mb"]:8.1f} MB ({r["method"]}), loss {r["loss"]:.6f}', flush=True)
     print(f'load average after: {" ".join(f"{v:.2f}" for v in os.getloadavg())}; default training '
           f'implementation (fused): {default}')

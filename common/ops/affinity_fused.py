@@ -108,7 +108,7 @@ class _Shifted:
 
 
 def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_edge=None, w_not_edge=None,
-                        impl='xla'):
+                        impl='xla', logits=None):
     """Edge / non-edge means of the (adaptive) affinity-field loss for several sizes in one call.
 
     Args:
@@ -120,6 +120,9 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
       w_edge, w_not_edge: optional per-class weights [C, len(sizes)] (AAF: softmax of the adversarial
         variables over the sizes); the weight of a pair is that of its centre class. None = weight 1 (AFF).
       impl: 'xla' (this module's op), 'kernel' (compiled CPU kernel) or 'auto' (kernel on CPU, else XLA).
+      logits: optional [N, H, W, C] with probs = tf.nn.softmax(logits). With the kernel, the gradient then
+        flows to the logits directly (the kernel's gradient op applies the softmax's Jacobian; probs gets
+        none); the XLA op ignores it.
     Returns:
       (edge_means [S], not_edge_means [S], edge_counts [S] int32, not_edge_counts [S] int32); S = len(sizes).
       mean = sum of the (weighted) terms / number of terms, 0 for an empty set. Differentiable w.r.t. probs,
@@ -145,7 +148,7 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
     if probs.shape[-1] is not None and probs.shape[-1] != num_classes:
         raise ValueError(f'affinity_field_loss: probs have {probs.shape[-1]} channels, num_classes={num_classes}')
     if resolve_impl(impl) == 'kernel':
-        return _kernel_means(labels, probs, kld_margin, sizes, w_edge, w_not_edge)
+        return _kernel_means(labels, probs, kld_margin, sizes, w_edge, w_not_edge, logits)
     height, width = _spatial_dims(probs)
     reach = max(sizes)
 
@@ -278,12 +281,15 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
     return edge_means, not_edge_means, edge_counts, not_edge_counts
 
 
-def _kernel_means(labels, probs, kld_margin, sizes, w_edge, w_not_edge):
+def _kernel_means(labels, probs, kld_margin, sizes, w_edge, w_not_edge, logits=None):
     """The compiled kernel's per-class sums turned into the weighted means (gradients w.r.t. the weights by
     TensorFlow's autodiff of these few ops, w.r.t. probs by the kernel's registered gradient)."""
     from common.ops.affinity_kernel import affinity_field_class_sums
     num_sizes = len(sizes)
-    class_sums, edge_counts, not_edge_counts = affinity_field_class_sums(labels, probs, kld_margin, sizes)
+    if logits is not None:
+        logits = tf.convert_to_tensor(logits, tf.float32)
+    class_sums, edge_counts, not_edge_counts = affinity_field_class_sums(labels, probs, kld_margin, sizes,
+                                                                         logits=logits)
     inv_edge = tf.math.divide_no_nan(1.0, tf.cast(edge_counts, tf.float32))
     inv_not_edge = tf.math.divide_no_nan(1.0, tf.cast(not_edge_counts, tf.float32))
     edge_means = tf.reduce_sum(w_edge * class_sums[:, :num_sizes], axis=0) * inv_edge

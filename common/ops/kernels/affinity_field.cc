@@ -45,10 +45,16 @@
 // bounded it. Measured and not kept: an AVX-512 build (-mavx512f/vl/bw/dq, 16-float vectors, Cp 24) was no
 // faster than AVX2 here (the remaining cost is the scalar edge work and L2 loads); stashing the forward's logs
 // for the backward (costs the forward ~3 ms of copies, saves the backward ~1 ms) is off by default.
+// Next pass (in-process A/B of two builds loaded side by side, alternating calls, so that both see the same load):
+// built with AVX-512VL where present, keeping 8-float vectors (32 registers: the backward's accumulators stop
+// spilling; backward 0.88x, forward 0.96x the time); with through_softmax the gradient op returns d/d logits
+// (P (g - <g, P>) per pixel in the final combine), replacing TensorFlow's softmax-gradient ops. Measured and not
+// kept: one fixed shard per thread instead of the adaptive split (1.08x / 1.11x the time, 2 threads).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -110,10 +116,12 @@ inline float FastLog(float x) {
   return m + y + 0.693359375f * exponent;
 }
 
-// One SIMD register of floats: 16 when built for AVX-512, 8 otherwise (GCC splits wider generic vectors
-// through memory, which made the AVX2 build 5x slower). A pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are
+// One SIMD register of floats: 8 (AVX2 / AVX-512VL ymm registers), or 16 when built with AFFINITY_FIELD_VEC16 for
+// AVX-512 (measured no faster; GCC splits wider generic vectors through memory, which made an AVX2 build 5x
+// slower). Built with AVX-512VL the 8-float code gets 32 vector registers instead of 16: the backward's 12
+// accumulators no longer spill to the stack (backward ~12% faster, forward ~4%, same results bit for bit). A pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are
 // 2 Cp floats each, a whole number of registers (Cp % 8 == 0).
-#ifdef __AVX512F__
+#if defined(__AVX512F__) && defined(AFFINITY_FIELD_VEC16)
 constexpr int kVecFloats = 16;
 #else
 constexpr int kVecFloats = 8;
@@ -139,7 +147,7 @@ struct Geometry {
   int64_t ph = 0, pw = 0;  // padded label map height / width
   int64_t tw = 0;          // table width: W plus `reach` padding cells on both sides
   std::vector<int> sizes;
-  std::vector<int32_t> label_map;  // [n, ph, pw], class or -1
+  const int32_t* label_map = nullptr;  // [n, ph, pw], class or -1 (in the op's buffer)
   // Per size s and neighbour k (index s * 8 + k): offset of the neighbour in the label map and in the table
   // (in cells), so that the pair loops do no index arithmetic.
   std::vector<int64_t> label_offset, cell_offset;
@@ -152,7 +160,8 @@ struct Geometry {
 };
 
 // Validates inputs and fills the geometry and padded label map.
-absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geometry* g) {
+absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, std::vector<int32_t>* label_buffer,
+                     Geometry* g) {
   const Tensor& labels = ctx->input(0);
   const Tensor& probs = ctx->input(1);
   if (labels.dims() != 3) {
@@ -187,13 +196,15 @@ absl::Status Prepare(OpKernelContext* ctx, const std::vector<int>& sizes, Geomet
       }
     }
   }
-  g->label_map.assign(g->n * g->ph * g->pw, -1);
+  label_buffer->assign(g->n * g->ph * g->pw, -1);
+  int32_t* label_map = label_buffer->data();
+  g->label_map = label_map;
   const auto lab = labels.flat<int32_t>();
   for (int64_t img = 0; img < g->n; ++img) {
     for (int64_t y = 0; y < g->h; ++y) {
       for (int64_t x = 0; x < g->w; ++x) {
         const int32_t v = lab(g->Pixel(img, y, x));
-        g->label_map[g->LabelIndex(img, y, x)] = (v >= 0 && v < g->c) ? v : -1;
+        label_map[g->LabelIndex(img, y, x)] = (v >= 0 && v < g->c) ? v : -1;
       }
     }
   }
@@ -497,7 +508,7 @@ void BackwardRowFlags(const Geometry& g, const float* pixel_grads, int64_t img, 
 template <int kCp>
 void BackwardRows(const Geometry& g, const float* probs, const float* table, const float* pixel_grads, float margin,
                   int64_t img, int64_t y_begin, int64_t y_end, float* g_centre, float* g_neighbour,
-                  int32_t* edge_bits, float* grad) {
+                  int32_t* edge_bits, bool through_softmax, float* grad) {
   const int64_t cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
   const int64_t cp2 = 2 * cp;
   constexpr int kVecs = kCp > 0 ? 2 * kCp / kVecFloats : 1;
@@ -513,10 +524,12 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
   std::vector<float> sums_heap(kCp > 0 ? 0 : 4 * cp2);
   alignas(64) float sums_stack[kCp > 0 ? 8 * kCp : 1];
   float* sums = kCp > 0 ? sums_stack : sums_heap.data();
-  float* centre_sum = sums;                 // centre_v, then as floats
-  float* neighbour_sum = sums + cp2;        // neighbour_log, then as floats
-  float* centre_fix = sums + 2 * cp2;       // edge-channel corrections of centre_v
-  float* neighbour_fix = sums + 3 * cp2;    // edge-channel corrections of the neighbour part (final values)
+  float* centre_fix = sums;                 // edge-channel corrections of centre_v
+  float* neighbour_fix = sums + cp2;        // edge-channel corrections of the neighbour part (final values)
+  float* raw = sums + 2 * cp2;              // [P, 1 - P] unclipped (for the clips' pass masks)
+  float* terms = sums + 3 * cp2;            // the combined [P~ part, (1-P)~ part] before their difference
+  std::fill(raw, raw + cp2, 0.5f);          // padded channels: any value inside the clip range
+  const VecF one = VecF{} + 1.0f, zero = VecF{}, low = VecF{} + kClipLow, high = VecF{} + kClipHigh;
   for (int64_t y = y_begin; y < y_end; ++y) {
     BackwardRowFlags(g, pixel_grads, img, y, g_centre, g_neighbour, edge_bits);
     const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
@@ -540,11 +553,7 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
         }
         neighbour_weight += gn;
       }
-      for (int i = 0; i < num_vecs; ++i) {
-        StoreVec(centre_sum + i * kVecFloats, centre_v[i]);
-        StoreVec(neighbour_sum + i * kVecFloats, neighbour_log[i]);
-      }
-      std::fill(centre_fix, centre_fix + 2 * cp2, 0.0f);
+      for (int i = 0; i < 4 * num_vecs; ++i) StoreVec(centre_fix + i * kVecFloats, zero);  // and neighbour_fix
       const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
       EdgeFix fix_a;  // channel a (z's own class) accumulates in registers, channel b in the arrays
       // The edge pairs of all sizes in one loop (bit s * 8 + k of a 64-bit mask; 8 sizes per mask): one
@@ -572,19 +581,34 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
       centre_fix[cp + a] += fix_a.centre_neg;
       neighbour_fix[a] += fix_a.neighbour_pos;
       neighbour_fix[cp + a] += fix_a.neighbour_neg;
+      // Combined in vectors over [P~ part, (1-P)~ part] (the accumulators never leave the registers), the
+      // two parts' difference per channel at the end.
       const float* p = probs + g.Pixel(img, y, x) * c;
       for (int64_t ch = 0; ch < c; ++ch) {
-        const float v = p[ch], nv = 1.0f - v;
-        const float pos_pass = (v >= kClipLow && v <= kClipHigh) ? 1.0f : 0.0f;
-        const float neg_pass = (nv >= kClipLow && nv <= kClipHigh) ? 1.0f : 0.0f;
-        const float neighbour_pos = neighbour_weight * (1.0f + tz[kLogPos * cp + ch]) - neighbour_sum[ch] +
-                                    neighbour_fix[ch];
-        const float neighbour_neg = neighbour_weight * (1.0f + tz[kLogNeg * cp + ch]) -
-                                    neighbour_sum[cp + ch] + neighbour_fix[cp + ch];
-        const float centre_pos = centre_sum[ch] + centre_fix[ch];
-        const float centre_neg = centre_sum[cp + ch] + centre_fix[cp + ch];
-        out[ch] = pos_pass * (neighbour_pos - centre_pos / tz[kPos * cp + ch]) -
-                  neg_pass * (neighbour_neg - centre_neg / tz[kNeg * cp + ch]);
+        raw[ch] = p[ch];
+        raw[cp + ch] = 1.0f - p[ch];
+      }
+      const VecF neighbour_w = VecF{} + neighbour_weight;
+      for (int i = 0; i < num_vecs; ++i) {
+        const VecF r = LoadVec(raw + i * kVecFloats);
+        const VecF pass = ((r >= low) & (r <= high)) ? one : zero;
+        const VecF neighbour = neighbour_w * (one + LoadVec(tz + cp2 + i * kVecFloats)) - neighbour_log[i] +
+                               LoadVec(neighbour_fix + i * kVecFloats);
+        const VecF centre = centre_v[i] + LoadVec(centre_fix + i * kVecFloats);
+        StoreVec(terms + i * kVecFloats, pass * (neighbour - centre / LoadVec(tz + i * kVecFloats)));
+      }
+      if (through_softmax) {  // probs = softmax(logits): d/d logits = P (g - <g, P>), g = d/d P
+        float* g_probs = terms + cp;  // overwrites the (1-P)~ part as it goes
+        float dot = 0.0f;
+        for (int64_t ch = 0; ch < c; ++ch) {
+          g_probs[ch] = terms[ch] - terms[cp + ch];
+          dot += g_probs[ch] * p[ch];
+        }
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) out[ch] = p[ch] * (g_probs[ch] - dot);
+      } else {
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) out[ch] = terms[ch] - terms[cp + ch];
       }
     }
   }
@@ -617,6 +641,14 @@ ThreadBuffers& ThisThreadBuffers() {
   return buffers;
 }
 
+// Runs fn(begin, end) over [0, units) on TensorFlow's CPU thread pool (adaptive shards: measured against one
+// fixed shard per thread, which was ~10% slower on the shared 2-core machine).
+template <typename Fn>
+void ParallelUnits(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit, const Fn& fn) {
+  if (units <= 0) return;
+  ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(units, cost_per_unit, fn);
+}
+
 // Calls fn.template operator()<kCp>() with kCp = cp for the common padded channel counts (VOC's 21 and
 // Cityscapes' 19 classes pad to 24), 0 (dynamic) otherwise.
 template <typename Fn>
@@ -642,6 +674,11 @@ class AffinityFieldOpBase : public OpKernel {
  protected:
   std::vector<int> sizes_;
   float margin_ = 0.0f;
+  // Buffers of a call kept for the next (where freed memory goes back to the system, as under the benchmark's
+  // MALLOC_MMAP_THRESHOLD_, fresh ones page-fault on every call); calls of one op instance take turns.
+  std::mutex buffers_mu_;
+  std::vector<int32_t> label_buffer_;  // the padded label map
+  std::vector<float> planes_buffer_;   // the backward's per-pixel gradient planes
 };
 
 class AffinityFieldSumsOp : public AffinityFieldOpBase {
@@ -652,7 +689,8 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
 
   void Compute(OpKernelContext* ctx) override {
     Geometry g;
-    OP_REQUIRES_OK(ctx, Prepare(ctx, sizes_, &g));
+    std::lock_guard<std::mutex> lock(buffers_mu_);
+    OP_REQUIRES_OK(ctx, Prepare(ctx, sizes_, &label_buffer_, &g));
     const int64_t num_sizes = g.sizes.size();
     Tensor* class_sums = nullptr;
     Tensor* edge_counts = nullptr;
@@ -693,8 +731,7 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
         if (logs != nullptr) StashLogs(g, table.data(), img, y_begin, y_end, logs);
       }
     };
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        blocks, tiling.rows * g.w * 24 * g.cp * 20, work);
+    ParallelUnits(ctx, blocks, tiling.rows * g.w * 24 * g.cp * 20, work);
 
     auto out_sums = class_sums->matrix<float>();
     auto out_edge = edge_counts->flat<int32_t>();
@@ -728,11 +765,14 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
 
 class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
  public:
-  using AffinityFieldOpBase::AffinityFieldOpBase;
+  explicit AffinityFieldSumsGradOp(OpKernelConstruction* ctx) : AffinityFieldOpBase(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("through_softmax", &through_softmax_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     Geometry g;
-    OP_REQUIRES_OK(ctx, Prepare(ctx, sizes_, &g));
+    std::lock_guard<std::mutex> lock(buffers_mu_);
+    OP_REQUIRES_OK(ctx, Prepare(ctx, sizes_, &label_buffer_, &g));
     const int64_t num_sizes = g.sizes.size();
     const Tensor& grad_sums_t = ctx->input(2);
     OP_REQUIRES(ctx,
@@ -755,7 +795,8 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
     // Per column j of grad_sums and label-map pixel: grad_sums[class, j] (0 where ignored), [2S, N, PH, PW], so
     // that the row flags read the weights of a row and of its shifted rows contiguously.
     const int64_t plane = g.n * g.ph * g.pw;
-    std::vector<float> pixel_grads(2 * num_sizes * plane);
+    std::vector<float>& pixel_grads = planes_buffer_;
+    pixel_grads.resize(2 * num_sizes * plane);
     const int64_t image_pixels = g.ph * g.pw;
     auto fill_planes = [&](int64_t img_begin, int64_t img_end) {
       for (int64_t i = img_begin * image_pixels; i < img_end * image_pixels; ++i) {
@@ -764,8 +805,7 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
         for (int64_t j = 0; j < 2 * num_sizes; ++j) pixel_grads[j * plane + i] = cls >= 0 ? column[j] : 0.0f;
       }
     };
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(g.n, image_pixels * 2 * num_sizes * 4,
-                                                                         fill_planes);
+    ParallelUnits(ctx, g.n, image_pixels * 2 * num_sizes * 4, fill_planes);
     const Tiling tiling(ctx, g);
     auto work = [&](int64_t unit_begin, int64_t unit_end) {
       ThreadBuffers& buffers = ThisThreadBuffers();
@@ -782,14 +822,15 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
           FillTable(g, probs, logs, img, y_begin, y_end, table.data(), nullptr, &scratch);
           BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), pixel_grads.data(), margin_, img, y_begin,
                                                      y_end, g_centre.data(), g_neighbour.data(),
-                                                     edge_bits.data(), grad);
+                                                     edge_bits.data(), through_softmax_, grad);
         });
       }
     };
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        tiling.units, tiling.rows * g.w * 24 * g.cp * 30, work);
+    ParallelUnits(ctx, tiling.units, tiling.rows * g.w * 24 * g.cp * 30, work);
   }
 
+ private:
+  bool through_softmax_ = false;  // probs are softmax(logits): return the gradient w.r.t. the logits
 };
 
 }  // namespace
@@ -836,6 +877,7 @@ REGISTER_OP("AffinityFieldSumsGrad")
     .Input("logs: float")
     .Attr("sizes: list(int) >= 1")
     .Attr("kld_margin: float")
+    .Attr("through_softmax: bool = false")
     .Output("grad_probs: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(1));

@@ -36,8 +36,10 @@ def _assert_grad_close(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=GRAD_RTOL, atol=1e-6 * max(np.abs(expected).max(), 1e-3))
 
 
-def _loss_and_grads(impl, labels, logits, num_classes, margin, sizes, w_edge_raw=None, w_not_edge_raw=None):
-    """affinity_field_loss outputs, a weighted total and its gradients w.r.t. logits and the raw weights."""
+def _loss_and_grads(impl, labels, logits, num_classes, margin, sizes, w_edge_raw=None, w_not_edge_raw=None,
+                    via_logits=False):
+    """affinity_field_loss outputs, a weighted total and its gradients w.r.t. logits and the raw weights
+    (via_logits: the logits are passed too, so the kernel's gradient op applies the softmax's Jacobian)."""
     variables = [tf.Variable(w) for w in (w_edge_raw, w_not_edge_raw) if w is not None]
     logits = tf.constant(logits)
     with tf.GradientTape() as tape:
@@ -45,7 +47,7 @@ def _loss_and_grads(impl, labels, logits, num_classes, margin, sizes, w_edge_raw
         probs = tf.nn.softmax(logits)
         weights = [literal.size_softmax(v, num_classes) for v in variables] or [None, None]
         out = affinity_field_loss(labels, probs, num_classes, margin, sizes=sizes, w_edge=weights[0],
-                                  w_not_edge=weights[1], impl=impl)
+                                  w_not_edge=weights[1], impl=impl, logits=logits if via_logits else None)
         # Different factors per term, so a mix-up of edge / non-edge or sizes shows in the gradient.
         total = tf.reduce_sum(out[0] * 1.7 + out[1] * tf.range(1.0, len(sizes) + 1.0))
     return [np.asarray(v) for v in out], total, tape.gradient(total, [logits] + variables)
@@ -83,16 +85,22 @@ def _random_case(seed, shape, num_classes, ignore=0.1, block=2, saturate=True):
 
 
 def _assert_kernel_equals_xla(labels, logits, num_classes, margin, sizes, *weights):
-    got, got_total, got_grads = _loss_and_grads('kernel', labels, logits, num_classes, margin, sizes, *weights)
+    """The kernel (gradient through TensorFlow's softmax gradient, and through its own: via_logits) equals the
+    XLA op; returns the former's outputs and gradients."""
     want, want_total, want_grads = _loss_and_grads('xla', labels, logits, num_classes, margin, sizes, *weights)
-    for index in range(2):
-        np.testing.assert_allclose(got[index], want[index], **VALUE_TOL)
-    for index in (2, 3):
-        np.testing.assert_array_equal(got[index], want[index])
-    np.testing.assert_allclose(got_total, want_total, **VALUE_TOL)
-    for g, w in zip(got_grads, want_grads):
-        _assert_grad_close(g, w)
-    return got, got_grads
+    results = []
+    for via_logits in (False, True):
+        got, got_total, got_grads = _loss_and_grads('kernel', labels, logits, num_classes, margin, sizes, *weights,
+                                                    via_logits=via_logits)
+        for index in range(2):
+            np.testing.assert_allclose(got[index], want[index], **VALUE_TOL)
+        for index in (2, 3):
+            np.testing.assert_array_equal(got[index], want[index])
+        np.testing.assert_allclose(got_total, want_total, **VALUE_TOL)
+        for g, w in zip(got_grads, want_grads):
+            _assert_grad_close(g, w)
+        results.append((got, got_grads))
+    return results[0]
 
 
 def test_kernel_matches_golden_affinity_loss(golden, assert_golden):
