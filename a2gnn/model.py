@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from a2gnn.graph import NeighbourGraph
+from a2gnn.gnn_kernel import resolve_impl, window_attention_kernel
 from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
@@ -42,10 +43,15 @@ def _safe_norm(h):
     return tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)), 0.0)
 
 
-def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
+def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK, impl='auto'):
     """The same layer on a NeighbourGraph: only the window entries of each row get weight (all others get zero
     weight in the dense softmax: exp(-1e9 - max) underflows to 0).
 
+    `impl`: 'kernel' is the compiled CPU op of `a2gnn.gnn_kernel` (each node against its own window, ~1/3 of
+    the block form's arithmetic, one op per layer and direction); 'tf' the TensorFlow form below; 'auto' the
+    kernel on CPU when it builds, else the TensorFlow form (one log line).
+
+    TensorFlow form:
     The node grid is cut into tile x tile query blocks; each block attends densely to its (tile+2r)^2 key block
     (one batched matmul for the cosines, one for the weighted sum), masked to each node's own window by the
     precomputed `tile_layout`. Only [chunk, tile^2, (tile+2r)^2] scores and [chunk, (tile+2r)^2, F] key blocks
@@ -55,6 +61,8 @@ def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
     query and key gradients into one [N, F] gradient in place, so a training step keeps only the [N, F] input
     of each layer.
     """
+    if resolve_impl(impl) == 'kernel':
+        return window_attention_kernel(h, beta, graph)
     layout = _layout_tensors(graph, tile)
     num_blocks = int(layout['query_index'].shape[0])
     chunks = [slice(start, min(start + chunk, num_blocks)) for start in range(0, num_blocks, chunk)]
