@@ -104,19 +104,19 @@ def _window_attention_grad(op, grad_out, *_unused):
 
 
 def split_cross_entropy_sums(logits, labels, row_taps, col_taps):
-    """(bg_sum, fg_sum) of the pixel cross-entropies of node logits [f_h, f_w, C] upsampled by the taps.
+    """The bg and fg sums of the pixel cross-entropies of node logits [f_h, f_w, C] upsampled by the taps.
 
     Args:
       logits: [f_h, f_w, C] float32; labels: [H, W] int32 (0 bg, 1..C-1 fg, 255 none).
       row_taps, col_taps: (index int32 [size, 2], weight float32 [size, 2]) of align_corners=False resizing
         along y and x.
     Returns:
-      float32 [2], differentiable w.r.t. logits.
+      (sums float32 [2], differentiable w.r.t. logits; counts float32 [2] of bg and fg pixels).
     """
     return load_kernel(raise_errors=True).a2gnn_split_cross_entropy(logits, labels, *row_taps, *col_taps)
 
 
 @tf.RegisterGradient('A2gnnSplitCrossEntropy')
-def _split_cross_entropy_grad(op, grad_sums):
+def _split_cross_entropy_grad(op, grad_sums, _grad_counts):
     grad = load_kernel(raise_errors=True).a2gnn_split_cross_entropy_grad(*op.inputs, grad_sums)
     return (grad,) + (None,) * 5

@@ -195,14 +195,15 @@ def split_ce_from_nodes(x, seed, f_h, f_w, chunk_rows=64, impl='auto'):
     seed = tf.convert_to_tensor(seed)
     height, width = int(seed.shape[1]), int(seed.shape[2])
     labels = tf.cast(seed[0], tf.int32)
+    if resolve_impl(impl) == 'kernel':  # the op also counts the pixels of each term
+        x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (f_h, f_w, -1))
+        sums, counts = split_cross_entropy_sums(x, labels, _tap_pairs(f_h, height), _tap_pairs(f_w, width))
+        counts = tf.maximum(counts, 1.0)
+        return sums[0] / counts[0], sums[1] / counts[1]
     background = tf.equal(labels, 0)
     foreground = tf.logical_and(~background, tf.not_equal(labels, IGNORE_LABEL))
     bg_count = tf.maximum(tf.reduce_sum(tf.cast(background, tf.float32)), 1.0)
     fg_count = tf.maximum(tf.reduce_sum(tf.cast(foreground, tf.float32)), 1.0)
-    if resolve_impl(impl) == 'kernel':
-        x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (f_h, f_w, -1))
-        sums = split_cross_entropy_sums(x, labels, _tap_pairs(f_h, height), _tap_pairs(f_w, width))
-        return sums[0] / bg_count, sums[1] / fg_count
     safe_labels = tf.where(foreground, labels, tf.zeros_like(labels))
     row_matrix = interpolation_matrix(f_h, height)
     chunks = [slice(start, min(start + chunk_rows, height)) for start in range(0, height, chunk_rows)]
