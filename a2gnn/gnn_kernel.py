@@ -28,7 +28,7 @@ from common.ops.kernel_build import KernelUnavailableError, OpLibrary, vector_fl
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels', 'gnn_ops.cc')
 # AVX-512 where present: the attention's dot products and axpys run over 256-float rows.
-LIBRARY = OpLibrary('a2gnn_gnn_ops', SOURCE, ['-fopenmp-simd'] + vector_flags(avx512=True))
+LIBRARY = OpLibrary('a2gnn_gnn_ops', SOURCE, ['-fopenmp-simd', '-ffp-contract=fast'] + vector_flags(avx512=True))
 IMPLEMENTATIONS = ('auto', 'kernel', 'tf')
 __all__ = ['IMPLEMENTATIONS', 'KernelUnavailableError', 'LIBRARY', 'graph_tensors', 'load_kernel', 'resolve_impl',
            'split_cross_entropy_sums', 'window_attention_kernel']

@@ -61,10 +61,35 @@ using tensorflow::errors::InvalidArgument;
 constexpr float kEps = 1e-7f;
 constexpr float kAdjScale = 10.0f;
 
+// One SIMD register of floats (16 with AVX-512, else 8).
+#ifdef __AVX512F__
+constexpr int kVecFloats = 16;
+#else
+constexpr int kVecFloats = 8;
+#endif
+typedef float VecF __attribute__((vector_size(kVecFloats * sizeof(float))));
+
+inline VecF LoadVec(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof(v));  // unaligned load without aliasing questions
+  return v;
+}
+
+// Dot product with four independent vector accumulators: one accumulator would chain every multiply-add on
+// the previous one (its latency, not the arithmetic, bounded the 256-float dot products).
 inline float Dot(const float* a, const float* b, int64_t n) {
+  VecF s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  int64_t i = 0;
+  for (; i + 4 * kVecFloats <= n; i += 4 * kVecFloats) {
+    s0 += LoadVec(a + i) * LoadVec(b + i);
+    s1 += LoadVec(a + i + kVecFloats) * LoadVec(b + i + kVecFloats);
+    s2 += LoadVec(a + i + 2 * kVecFloats) * LoadVec(b + i + 2 * kVecFloats);
+    s3 += LoadVec(a + i + 3 * kVecFloats) * LoadVec(b + i + 3 * kVecFloats);
+  }
+  const VecF s = (s0 + s1) + (s2 + s3);
   float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  for (int lane = 0; lane < kVecFloats; ++lane) sum += s[lane];
+  for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
