@@ -5,9 +5,10 @@ its own trainable scalar beta ~ U(0, 1); logits = H W_o. The attention mask is -
 window (and where the cosine is negative, which never happens for the non-negative H).
 
 Two graph forms give the same numbers: the original's dense [N, N] `adj` and window mask, or a
-`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention runs per 6 x 6 block of
-nodes against the block's (6+2r)^2 neighbourhood, masked to each node's window: two batched matmuls instead of
-[N, N] ones (see benchmarks/a2gnn_graph.py).
+`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention reads only each node's
+window: on CPU the compiled op of `a2gnn.gnn_kernel` (node by node), else a TensorFlow form that runs per 6 x 6
+block of nodes against the block's (6+2r)^2 neighbourhood, masked to each node's window: two batched matmuls
+instead of [N, N] ones (see benchmarks/a2gnn_graph.py).
 """
 import numpy as np
 import tensorflow as tf
@@ -17,8 +18,8 @@ from a2gnn.gnn_kernel import resolve_impl, window_attention_kernel
 from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
-TILE = 6  # query block side of window_attention (keys: (TILE + 2r)^2 per block)
-CHUNK = 15  # query blocks window_attention processes at a time (more chunks: less memory, longer tracing)
+TILE = 6  # query block side of window_attention's TensorFlow form (keys: (TILE + 2r)^2 per block)
+CHUNK = 15  # query blocks the TensorFlow form processes at a time (more chunks: less memory, longer tracing)
 
 
 def _xavier_uniform(rng, shape):

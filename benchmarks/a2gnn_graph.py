@@ -1,5 +1,6 @@
-"""Per-image A2GNN training: our window graph (NeighbourGraph, blocked window attention) and step against a dense
-N x N transcription of the original's step, in the same run.
+"""Per-image A2GNN training: our window graph (NeighbourGraph; the compiled window-attention and split
+cross-entropy kernels of `a2gnn.gnn_kernel`) and step against a dense N x N transcription of the original's step,
+in the same run.
 
 Graph: 63 x 47 nodes (a 504 x 376 VOC image at stride 8), radius 3, 5632-d non-negative node features,
 hidden 256, the others script's schedule (50 + 50 Adam steps: split CE, then + 0.3 gated CRF) unless --epochs.
