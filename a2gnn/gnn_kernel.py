@@ -1,9 +1,9 @@
 """Compiled CPU kernels of A2GNN's per-image GNN step (`kernels/gnn_ops.cc`), built on first use.
 
-Window attention: one op computes a layer's output on a `NeighbourGraph` directly from each node's (2r+1)^2 window (plus the
-softmax weights, cosines and norms the gradient reuses); its gradient op (registered for tf.GradientTape) writes
-each node's gradient from its own window, reading the reverse slots of its neighbours instead of scattering, so
-results do not depend on threading. The maths is `a2gnn.model.dense_attention` restricted to the window (see the
+Window attention: one op computes a layer's output on a `NeighbourGraph` directly from each node's (2r+1)^2 window
+(plus the softmax weights, cosines and norms the gradient reuses); its gradient op (registered for tf.GradientTape)
+writes each node's gradient from its own window, reading the reverse slots of its neighbours instead of scattering,
+so results do not depend on threading. The maths is `a2gnn.model.dense_attention` restricted to the window (see the
 source's header); `a2gnn.model.window_attention` is the TensorFlow form and the test oracle.
 
 Split cross-entropy: the bg / fg sums of the pixel cross-entropies of the bilinearly upsampled node logits, each

@@ -182,10 +182,10 @@ def split_ce_from_nodes(x, seed, f_h, f_w, chunk_rows=64, impl='auto'):
 
     The per-image trainer's form. impl 'kernel': the compiled CPU op of `a2gnn.gnn_kernel` (each labelled pixel's
     logits interpolated from its 4 nodes on the fly, unlabelled pixels skipped); 'tf': the TensorFlow form below;
-    'auto': the kernel on CPU when it builds. TensorFlow form: the prediction, its softmax and its gradient exist `chunk_rows` image rows at a
-    time (forward: the two sums; backward: the rows recomputed and their gradient pulled back through the row
-    interpolation), instead of several [1, H, W, C] tensors. Same values as the whole-image form up to the
-    summation order.
+    'auto': the kernel on CPU when it builds. TensorFlow form: the prediction, its softmax and its gradient exist
+    `chunk_rows` image rows at a time (forward: the two sums; backward: the rows recomputed and their gradient
+    pulled back through the row interpolation), instead of several [1, H, W, C] tensors. Same values as the whole-
+    image form up to the summation order.
 
     Args:
       x: [f_h*f_w, C] node logits; seed: [1, H, W] int seed; chunk_rows: image rows per chunk (TensorFlow form).

@@ -546,8 +546,8 @@ REGISTER_OP("A2gnnSplitCrossEntropy")
     })
     .Doc(R"doc(
 Sums of the pixel cross-entropies of the bilinearly upsampled node logits [f_h, f_w, C] over the background
-(label 0) and foreground (1..C-1) pixels of labels [H, W] (255: none), and the two pixel counts. Taps: [size, 2] source indices and
-weights of align_corners=False resizing along y (rows) and x (columns).
+(label 0) and foreground (1..C-1) pixels of labels [H, W] (255: none), and the two pixel counts. The taps
+are the [size, 2] source indices and weights of align_corners=False resizing along y (rows) and x (columns).
 )doc");
 
 REGISTER_OP("A2gnnSplitCrossEntropyGrad")
