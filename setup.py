@@ -15,9 +15,9 @@ setup(
     packages=find_packages(include=["common", "common.*", "aaf", "aaf.*", "segsort", "segsort.*",
                                     "affinitynet", "affinitynet.*", "a2gnn", "a2gnn.*"]),
     include_package_data=True,
-    # C++ sources of the affinity-field and SegSort kernels, compiled on first use (common/ops/affinity_kernel.py,
-    # segsort/kernel.py).
-    package_data={"common.ops": ["kernels/*.cc"], "segsort": ["kernels/*.cc"]},
+    # C++ sources of the affinity-field, SegSort and A2GNN kernels, compiled on first use
+    # (common/ops/affinity_kernel.py, segsort/kernel.py, a2gnn/gnn_kernel.py).
+    package_data={"common.ops": ["kernels/*.cc"], "segsort": ["kernels/*.cc"], "a2gnn": ["kernels/*.cc"]},
     # TensorFlow itself comes from one of the extras so that CPU-only machines do not pull CUDA wheels
     # and GPU machines do not end up with two TensorFlow distributions side by side.
     install_requires=[

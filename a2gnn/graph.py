@@ -100,6 +100,16 @@ class NeighbourGraph:
         return adj, generate_aff_cropping(self.f_h, self.f_w, self.radius)
 
 
+def neighbour_index(graph):
+    """int32 [N, K] neighbour node of every window slot of a NeighbourGraph (N where there is none): its `index`,
+    or built from the grid and `valid` when the graph was made without one."""
+    if graph.index is not None:
+        return np.asarray(graph.index, np.int32)
+    _, cols, _ = _window_pairs(graph.f_h, graph.f_w, graph.radius)
+    k = cols.shape[-1]
+    return np.where(graph.valid, cols, graph.num_nodes).reshape(graph.num_nodes, k).astype(np.int32)
+
+
 def neighbour_graph(aff, radius):
     """The sparse counterpart of adjacency(generate_aff(...)) and generate_aff_cropping(...).
 

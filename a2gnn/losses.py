@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from a2gnn.gated_crf import gated_crf_regularizer
+from a2gnn.gnn_kernel import resolve_impl, split_cross_entropy_sums
 from a2gnn.ops import unfold
 
 IGNORE_LABEL = 255
@@ -121,6 +122,13 @@ def split_seed(seed):
     return tf.where(tf.equal(seed, 0), seed, ignore), tf.where(tf.equal(seed, 0), ignore, seed)
 
 
+def _tap_pairs(in_size, out_size):
+    """`_linear_taps` as (index int32 [out_size, 2], weight float32 [out_size, 2]) for the compiled kernel."""
+    index0, index1, lambda0, lambda1 = _linear_taps(in_size, out_size)
+    return (np.stack([index0, index1], axis=1).astype(np.int32),
+            np.stack([lambda0, lambda1], axis=1).astype(np.float32))
+
+
 def interpolation_matrix(in_size, out_size):
     """float32 [out_size, in_size] matrix of align_corners=False linear resizing (`_linear_taps` weights)."""
     index0, index1, lambda0, lambda1 = _linear_taps(in_size, out_size)
@@ -169,27 +177,34 @@ def split_ce_from_pred(pred, seed):
     return term(background), term(foreground)
 
 
-def split_ce_from_nodes(x, seed, f_h, f_w, chunk_rows=64):
+def split_ce_from_nodes(x, seed, f_h, f_w, chunk_rows=64, impl='auto'):
     """`split_ce_from_pred(node_logits_to_image(x, ...), seed)` without the full-resolution prediction.
 
-    The per-image trainer's form: the prediction, its softmax and its gradient exist `chunk_rows` image rows at a
-    time (forward: the two sums; backward: the rows recomputed and their gradient pulled back through the row
-    interpolation), instead of several [1, H, W, C] tensors. Same values as the whole-image form up to the
-    summation order.
+    The per-image trainer's form. impl 'kernel': the compiled CPU op of `a2gnn.gnn_kernel` (each labelled pixel's
+    logits interpolated from its 4 nodes on the fly, unlabelled pixels skipped); 'tf': the TensorFlow form below;
+    'auto': the kernel on CPU when it builds. TensorFlow form: the prediction, its softmax and its gradient exist
+    `chunk_rows` image rows at a time (forward: the two sums; backward: the rows recomputed and their gradient
+    pulled back through the row interpolation), instead of several [1, H, W, C] tensors. Same values as the whole-
+    image form up to the summation order.
 
     Args:
-      x: [f_h*f_w, C] node logits; seed: [1, H, W] int seed; chunk_rows: image rows per chunk.
+      x: [f_h*f_w, C] node logits; seed: [1, H, W] int seed; chunk_rows: image rows per chunk (TensorFlow form).
     Returns:
       (bg_loss, fg_loss).
     """
     seed = tf.convert_to_tensor(seed)
     height, width = int(seed.shape[1]), int(seed.shape[2])
     labels = tf.cast(seed[0], tf.int32)
+    if resolve_impl(impl) == 'kernel':  # the op also counts the pixels of each term
+        x = tf.reshape(tf.convert_to_tensor(x, tf.float32), (f_h, f_w, -1))
+        sums, counts = split_cross_entropy_sums(x, labels, _tap_pairs(f_h, height), _tap_pairs(f_w, width))
+        counts = tf.maximum(counts, 1.0)
+        return sums[0] / counts[0], sums[1] / counts[1]
     background = tf.equal(labels, 0)
     foreground = tf.logical_and(~background, tf.not_equal(labels, IGNORE_LABEL))
-    safe_labels = tf.where(foreground, labels, tf.zeros_like(labels))
     bg_count = tf.maximum(tf.reduce_sum(tf.cast(background, tf.float32)), 1.0)
     fg_count = tf.maximum(tf.reduce_sum(tf.cast(foreground, tf.float32)), 1.0)
+    safe_labels = tf.where(foreground, labels, tf.zeros_like(labels))
     row_matrix = interpolation_matrix(f_h, height)
     chunks = [slice(start, min(start + chunk_rows, height)) for start in range(0, height, chunk_rows)]
 

@@ -5,19 +5,21 @@ its own trainable scalar beta ~ U(0, 1); logits = H W_o. The attention mask is -
 window (and where the cosine is negative, which never happens for the non-negative H).
 
 Two graph forms give the same numbers: the original's dense [N, N] `adj` and window mask, or a
-`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention runs per 6 x 6 block of
-nodes against the block's (6+2r)^2 neighbourhood, masked to each node's window: two batched matmuls instead of
-[N, N] ones (see benchmarks/a2gnn_graph.py).
+`a2gnn.graph.NeighbourGraph` (the default of the per-image trainer), whose attention reads only each node's
+window: on CPU the compiled op of `a2gnn.gnn_kernel` (node by node), else a TensorFlow form that runs per 6 x 6
+block of nodes against the block's (6+2r)^2 neighbourhood, masked to each node's window: two batched matmuls
+instead of [N, N] ones (see benchmarks/a2gnn_graph.py).
 """
 import numpy as np
 import tensorflow as tf
 
 from a2gnn.graph import NeighbourGraph
+from a2gnn.gnn_kernel import resolve_impl, window_attention_kernel
 from common.models.naming import set_original_name
 
 MASK_VALUE = -1e9
-TILE = 6  # query block side of window_attention (keys: (TILE + 2r)^2 per block)
-CHUNK = 15  # query blocks window_attention processes at a time (more chunks: less memory, longer tracing)
+TILE = 6  # query block side of window_attention's TensorFlow form (keys: (TILE + 2r)^2 per block)
+CHUNK = 15  # query blocks the TensorFlow form processes at a time (more chunks: less memory, longer tracing)
 
 
 def _xavier_uniform(rng, shape):
@@ -42,10 +44,15 @@ def _safe_norm(h):
     return tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)), 0.0)
 
 
-def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
+def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK, impl='auto'):
     """The same layer on a NeighbourGraph: only the window entries of each row get weight (all others get zero
     weight in the dense softmax: exp(-1e9 - max) underflows to 0).
 
+    `impl`: 'kernel' is the compiled CPU op of `a2gnn.gnn_kernel` (each node against its own window, ~1/3 of
+    the block form's arithmetic, one op per layer and direction); 'tf' the TensorFlow form below; 'auto' the
+    kernel on CPU when it builds, else the TensorFlow form (one log line).
+
+    TensorFlow form:
     The node grid is cut into tile x tile query blocks; each block attends densely to its (tile+2r)^2 key block
     (one batched matmul for the cosines, one for the weighted sum), masked to each node's own window by the
     precomputed `tile_layout`. Only [chunk, tile^2, (tile+2r)^2] scores and [chunk, (tile+2r)^2, F] key blocks
@@ -55,6 +62,8 @@ def window_attention(h, beta, graph, tile=TILE, chunk=CHUNK):
     query and key gradients into one [N, F] gradient in place, so a training step keeps only the [N, F] input
     of each layer.
     """
+    if resolve_impl(impl) == 'kernel':
+        return window_attention_kernel(h, beta, graph)
     layout = _layout_tensors(graph, tile)
     num_blocks = int(layout['query_index'].shape[0])
     chunks = [slice(start, min(start + chunk, num_blocks)) for start in range(0, num_blocks, chunk)]

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -80,8 +82,12 @@ def test_split_ce_loss_matches_golden(a2g, check_output):
     check_output(case, outs, 'grad_x', tape.gradient(loss, x))
 
 
-@pytest.mark.parametrize('chunk_rows', [56, 15, 1])
-def test_chunked_split_ce_matches_golden(a2g, check_output, chunk_rows):
+NEEDS_GXX = pytest.mark.skipif(shutil.which('g++') is None, reason='the compiled kernel is built with g++')
+
+
+@pytest.mark.parametrize('chunk_rows, impl', [(56, 'tf'), (15, 'tf'), (1, 'tf'),
+                                              pytest.param(56, 'kernel', marks=NEEDS_GXX)])
+def test_chunked_split_ce_matches_golden(a2g, check_output, chunk_rows, impl):
     # The trainer's chunked form (prediction never whole; gradient by recomputed chunks), one and several chunks
     # (56 seed rows): the golden losses and gradient; with weighted upstreams (CRF-free mix of both terms).
     ins, outs, case = a2g('a2g_train_with_nocrf')
@@ -89,7 +95,7 @@ def test_chunked_split_ce_matches_golden(a2g, check_output, chunk_rows):
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         bg_loss, fg_loss = split_ce_from_nodes(x, ins['seed'], case['args']['f_h'], case['args']['f_w'],
-                                               chunk_rows=chunk_rows)
+                                               chunk_rows=chunk_rows, impl=impl)
         loss = bg_loss + fg_loss
         mixed = 0.3 * bg_loss - 2.0 * fg_loss
     for key, value in (('loss', loss), ('bg_loss', bg_loss), ('fg_loss', fg_loss)):
@@ -103,8 +109,9 @@ def test_chunked_split_ce_matches_golden(a2g, check_output, chunk_rows):
                                rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize('impl', ['tf', pytest.param('kernel', marks=NEEDS_GXX)])
 @pytest.mark.parametrize('fill', [0, 7, 255])
-def test_split_ce_loss_skips_an_empty_term(fill):
+def test_split_ce_loss_skips_an_empty_term(fill, impl):
     """A seed without background (or foreground, or any label) gets a finite loss: the empty term is 0 (the
     original divides by 0 and returns NaN)."""
     rng = np.random.default_rng(0)
@@ -113,7 +120,7 @@ def test_split_ce_loss_skips_an_empty_term(fill):
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         loss, bg_loss, fg_loss, _ = split_ce_loss(x, seed, 2, 3)
-        chunked_bg, chunked_fg = split_ce_from_nodes(x, seed, 2, 3, chunk_rows=5)
+        chunked_bg, chunked_fg = split_ce_from_nodes(x, seed, 2, 3, chunk_rows=5, impl=impl)
         chunked_loss = chunked_bg + chunked_fg
     grad = tape.gradient(loss, x).numpy()
     np.testing.assert_allclose([chunked_bg.numpy(), chunked_fg.numpy()], [bg_loss.numpy(), fg_loss.numpy()],

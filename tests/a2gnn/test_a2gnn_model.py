@@ -82,7 +82,8 @@ def test_window_attention_equals_dense_across_tiles(f_h, f_w, radius, chunk):
     beta = tf.constant(0.7)
     cotangent = rng.normal(size=(f_h * f_w, 6)).astype(np.float32)
     outs, grads = [], []
-    for layer in (lambda h, b: window_attention(h, b, graph, chunk=chunk), lambda h, b: dense_attention(h, b, adj, cropping)):
+    for layer in (lambda h, b: window_attention(h, b, graph, chunk=chunk, impl='tf'),
+                  lambda h, b: dense_attention(h, b, adj, cropping)):
         with tf.GradientTape() as tape:
             tape.watch([h, beta])
             out = layer(h, beta)
