@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from a2gnn.graph import neighbour_index
-from common.ops.affinity_fused import _in_xla_context
 from common.ops.kernel_build import KernelUnavailableError, OpLibrary, vector_flags
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels', 'gnn_ops.cc')
@@ -33,7 +32,6 @@ IMPLEMENTATIONS = ('auto', 'kernel', 'tf')
 __all__ = ['IMPLEMENTATIONS', 'KernelUnavailableError', 'LIBRARY', 'graph_tensors', 'load_kernel', 'resolve_impl',
            'split_cross_entropy_sums', 'window_attention_kernel']
 _logger = logging.getLogger(__name__)
-_fallback_logged = []
 
 
 @tf.autograph.experimental.do_not_convert
@@ -52,15 +50,9 @@ def resolve_impl(impl):
     if impl == 'kernel':
         load_kernel(raise_errors=True)
         return 'kernel'
-    if tf.config.list_logical_devices('GPU') or _in_xla_context():
-        return 'tf'
-    if load_kernel() is None:
-        if not _fallback_logged:
-            _fallback_logged.append(True)
-            _logger.warning('A2GNN C++ kernels unavailable (%s); using the TensorFlow forms',
-                            LIBRARY.unavailable_reason())
-        return 'tf'
-    return 'kernel'
+    if LIBRARY.serves_auto(_logger, 'A2GNN C++ kernels unavailable (%s); using the TensorFlow forms'):
+        return 'kernel'
+    return 'tf'
 
 
 def graph_tensors(graph):

@@ -25,14 +25,8 @@ MAX_DIM = 128  # embedding / feature dims the kernels support
 LIBRARY = OpLibrary('segsort_loss', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels',
                                                  'segsort_loss.cc'), vector_flags(avx512=True))
 _logger = logging.getLogger(__name__)
-_fallback_logged = []
 
 __all__ = ['IMPLEMENTATIONS', 'KernelUnavailableError', 'LIBRARY', 'batch_kmeans', 'nca_loss', 'resolve_impl']
-
-
-def _in_xla_context():
-    from common.ops.affinity_fused import _in_xla_context as in_xla  # one definition of the check
-    return in_xla()
 
 
 def _multi_worker():
@@ -65,15 +59,11 @@ def resolve_impl(impl, dtype=tf.float32, dim=None):
                              f'{tf.as_dtype(dtype).name} dim {dim}')
         LIBRARY.load(raise_errors=True)
         return 'kernel'
-    if not supported or tf.config.list_logical_devices('GPU') or _in_xla_context() or _multi_worker():
+    if not supported or _multi_worker():
         return 'tf'
-    if LIBRARY.load() is None:
-        if not _fallback_logged:
-            _fallback_logged.append(True)
-            _logger.warning('SegSort C++ kernel unavailable (%s); using the TensorFlow ops',
-                            LIBRARY.unavailable_reason())
-        return 'tf'
-    return 'kernel'
+    if LIBRARY.serves_auto(_logger, 'SegSort C++ kernel unavailable (%s); using the TensorFlow ops'):
+        return 'kernel'
+    return 'tf'
 
 
 @tf.RegisterGradient('SegsortNcaLoss')

@@ -43,16 +43,6 @@ CLIP_HIGH = 1.0
 _PAD_PROB = 0.5  # any value with finite logs: padded pixels only meet zero masks
 IMPLEMENTATIONS = ('auto', 'kernel', 'xla')
 _logger = logging.getLogger(__name__)
-_fallback_logged = []
-
-
-def _in_xla_context():
-    """True while tracing a function that XLA will compile (jit_compile=True); the C++ op has no XLA kernel."""
-    try:
-        from tensorflow.python.ops import control_flow_util  # no public equivalent
-        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-    except (ImportError, AttributeError):  # a TensorFlow without it: assume no XLA context
-        return False
 
 
 @tf.autograph.experimental.do_not_convert
@@ -70,15 +60,9 @@ def resolve_impl(impl):
     if impl == 'kernel':
         affinity_kernel.load_kernel(raise_errors=True)
         return 'kernel'
-    if tf.config.list_logical_devices('GPU') or _in_xla_context():
-        return 'xla'
-    if affinity_kernel.load_kernel() is None:
-        if not _fallback_logged:
-            _fallback_logged.append(True)
-            _logger.warning('affinity-field C++ kernel unavailable (%s); using the XLA op',
-                            affinity_kernel.unavailable_reason())
-        return 'xla'
-    return 'kernel'
+    if affinity_kernel.LIBRARY.serves_auto(_logger, 'affinity-field C++ kernel unavailable (%s); using the XLA op'):
+        return 'kernel'
+    return 'xla'
 
 
 def _offsets(size):

@@ -16,7 +16,8 @@ import threading
 
 import tensorflow as tf
 
-__all__ = ['CACHE_ENV', 'COMPILER_ENV', 'KernelUnavailableError', 'OpLibrary', 'cache_dir', 'vector_flags']
+__all__ = ['CACHE_ENV', 'COMPILER_ENV', 'KernelUnavailableError', 'OpLibrary', 'cache_dir', 'in_xla_context',
+           'vector_flags']
 
 CACHE_ENV = 'AFFINITY_SEG_CACHE'
 COMPILER_ENV = 'AFFINITY_SEG_CXX'
@@ -24,6 +25,15 @@ COMPILER_ENV = 'AFFINITY_SEG_CXX'
 
 class KernelUnavailableError(RuntimeError):
     """A compiled kernel could not be built or loaded (the message says why)."""
+
+
+def in_xla_context():
+    """True while tracing a function that XLA will compile (jit_compile=True): the C++ ops have no XLA kernels."""
+    try:
+        from tensorflow.python.ops import control_flow_util  # no public equivalent
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):  # a TensorFlow without it: assume no XLA context
+        return False
 
 
 def cache_dir():
@@ -65,7 +75,7 @@ class OpLibrary:
     def __init__(self, name, source, flags=()):
         self.name, self.source, self.flags = name, source, list(flags)
         self._lock = threading.Lock()
-        self._state = {'module': None, 'error': None, 'tried': False}
+        self._state = {'module': None, 'error': None, 'tried': False, 'fallback_logged': False}
 
     def build_command(self, compiler, output):
         return ([compiler, '-O3', '-std=c++17', '-fPIC', '-shared', '-fno-trapping-math', '-w'] + self.flags
@@ -123,6 +133,22 @@ class OpLibrary:
             raise KernelUnavailableError(f'{self.name} kernel unavailable: {self._state["error"]}')
         return self._state['module']
 
+    @tf.autograph.experimental.do_not_convert
+    def serves_auto(self, logger, message):
+        """Whether impl='auto' should run these compiled (CPU) ops here: no visible GPU, not inside a function XLA
+        compiles, and the library loads. The first time it does not load, logs `message % reason` once on `logger`
+        (the caller's module logger; `message` names the kernel and the fallback).
+        """
+        if tf.config.list_logical_devices('GPU') or in_xla_context():
+            return False
+        if self.load() is not None:
+            return True
+        with self._lock:
+            first, self._state['fallback_logged'] = not self._state['fallback_logged'], True
+        if first:
+            logger.warning(message, self.unavailable_reason())
+        return False
+
     def unavailable_reason(self):
         """Why the library is unavailable (None if it loaded or was never tried)."""
         return self._state['error']
@@ -130,4 +156,4 @@ class OpLibrary:
     def reset_for_tests(self):
         """Forgets the load outcome so a test can simulate a failing or succeeding build."""
         with self._lock:
-            self._state.update(module=None, error=None, tried=False)
+            self._state.update(module=None, error=None, tried=False, fallback_logged=False)

@@ -86,7 +86,6 @@ def test_failed_build_falls_back_to_the_tensorflow_form(monkeypatch, tmp_path, c
     want = window_attention(h, 0.5, graph, impl='tf').numpy()
     monkeypatch.setenv('AFFINITY_SEG_CACHE', str(tmp_path))  # empty cache: a build is needed
     monkeypatch.setenv('AFFINITY_SEG_CXX', 'no-such-compiler-xyz')
-    monkeypatch.setattr(gnn_kernel, '_fallback_logged', [])
     gnn_kernel.LIBRARY.reset_for_tests()
     try:
         with caplog.at_level(logging.WARNING, logger='a2gnn.gnn_kernel'):

@@ -218,7 +218,6 @@ def test_failed_build_falls_back_to_tensorflow_with_one_log_line(monkeypatch, tm
     for compiler, reason in (('false', 'failed'), ('no-such-compiler-xyz', 'no C++ compiler')):
         monkeypatch.setenv(affinity_kernel.COMPILER_ENV, compiler)
         kernel.LIBRARY.reset_for_tests()
-        monkeypatch.setattr(kernel, '_fallback_logged', [])
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger='segsort.kernel'):
             for _ in range(3):

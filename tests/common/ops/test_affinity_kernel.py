@@ -263,16 +263,13 @@ def test_bad_inputs_are_rejected(kernel):
 
 def test_failed_build_falls_back_to_xla_with_one_log_line(monkeypatch, tmp_path, caplog):
     """A compiler that fails (or is missing) leaves 'auto' on the XLA op with ONE warning; 'kernel' raises."""
-    from common.ops import affinity_fused
     labels, logits, _, _ = _random_case(8, (1, 6, 7), 4)
     probs = tf.nn.softmax(logits)
     want = affinity_field_loss(labels, probs, 4, 3.0, sizes=(1, 2), impl='xla')
     monkeypatch.setenv(affinity_kernel.CACHE_ENV, str(tmp_path))  # empty cache: a build is needed
-    monkeypatch.setattr(affinity_fused, '_fallback_logged', [])
     for compiler, reason in (('false', 'failed'), ('no-such-compiler-xyz', 'no C++ compiler')):
         monkeypatch.setenv(affinity_kernel.COMPILER_ENV, compiler)
         affinity_kernel._reset_for_tests()
-        affinity_fused._fallback_logged.clear()
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger='common.ops.affinity_fused'):
             for _ in range(3):
