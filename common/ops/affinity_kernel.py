@@ -21,7 +21,7 @@ from common.ops.kernel_build import (CACHE_ENV, COMPILER_ENV, KernelUnavailableE
                                      vector_flags)
 
 __all__ = ['CACHE_ENV', 'COMPILER_ENV', 'KernelUnavailableError', 'LIBRARY', 'SOURCE', 'affinity_field_class_sums',
-           'build', 'cache_dir', 'library_path', 'load_kernel', 'unavailable_reason']
+           'build', 'cache_dir', 'library_path', 'load_kernel']
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels', 'affinity_field.cc')
 # AVX-512 F/BW/DQ/VL where present, else AVX2 + FMA where present, else the compiler's baseline; -fopenmp-simd for
@@ -51,11 +51,6 @@ def load_kernel(raise_errors=False):
     The outcome is remembered for the process: a failed build is not retried on every call.
     """
     return LIBRARY.load(raise_errors)
-
-
-def unavailable_reason():
-    """Why the kernel is unavailable (None if it loaded or was never tried)."""
-    return LIBRARY.unavailable_reason()
 
 
 def _reset_for_tests():
