@@ -60,11 +60,12 @@ def _reset_for_tests():
 
 @tf.RegisterGradient('AffinityFieldSums')
 def _affinity_field_sums_grad(op, grad_sums, _grad_edge_counts, _grad_not_edge_counts, _grad_logs):
-    """Gradient w.r.t. probs of the per-class sums (labels get none); reuses the forward's logs when stashed."""
-    grad_probs = load_kernel(raise_errors=True).affinity_field_sums_grad(
+    """Gradient w.r.t. probs (logits with from_logits) of the per-class sums (labels get none); reuses the
+    forward's logs when stashed."""
+    grad_input = load_kernel(raise_errors=True).affinity_field_sums_grad(
         op.inputs[0], op.inputs[1], grad_sums, op.outputs[3], sizes=op.get_attr('sizes'),
-        kld_margin=op.get_attr('kld_margin'))
-    return None, grad_probs
+        kld_margin=op.get_attr('kld_margin'), from_logits=op.get_attr('from_logits'))
+    return None, grad_input
 
 
 def affinity_field_class_sums(labels, probs, kld_margin, sizes, stash_logs=False, logits=None):
@@ -79,31 +80,19 @@ def affinity_field_class_sums(labels, probs, kld_margin, sizes, stash_logs=False
         that the gradient does not compute them again. Off by default: since the logs are computed a whole
         image row at a time, writing and re-reading the stash costs the forward more (~3 ms at
         [16, 60, 60, 21], one thread) than it saves the gradient (~1 ms), and it holds N*H*W*2*C floats.
-      logits: optional [N, H, W, C] float32 with probs = tf.nn.softmax(logits). Then the sums are
-        differentiable w.r.t. the logits instead of probs: the gradient op applies the softmax's Jacobian
-        itself (one op instead of TensorFlow's four elementwise softmax-gradient ops over [N, H, W, C]).
+      logits: optional [N, H, W, C] float32 with probs = tf.nn.softmax(logits). Then the kernels read the
+        logits and take their softmax themselves (probs is not read: in a graph, TensorFlow's softmax is pruned
+        when nothing else uses it), and the sums are differentiable w.r.t. the logits, the gradient op applying
+        the softmax's Jacobian (instead of TensorFlow's softmax and its four elementwise gradient ops over
+        [N, H, W, C]). Incompatible with stash_logs, which is then ignored.
     Returns:
       (class_sums [C, 2S] float32 -- edge sums in columns :S, non-edge sums in S:, edge_counts [S] int32,
       not_edge_counts [S] int32). Differentiable w.r.t. probs (or, given, the logits).
     Raises:
       KernelUnavailableError: the kernel could not be built or loaded.
     """
-    module = load_kernel(raise_errors=True)
-    sizes, kld_margin = list(sizes), float(kld_margin)
-
-    def forward():
-        class_sums, edge_counts, not_edge_counts, _ = module.affinity_field_sums(
-            labels, probs, sizes=sizes, kld_margin=kld_margin, stash_logs=bool(stash_logs) and logits is None)
-        return class_sums, edge_counts, not_edge_counts
-
-    if logits is None:
-        return forward()
-
-    @tf.custom_gradient
-    def sums_of_logits(_logits):
-        def grad(grad_sums, _grad_edge_counts=None, _grad_not_edge_counts=None):
-            return module.affinity_field_sums_grad(labels, probs, grad_sums, tf.zeros([0]), sizes=sizes,
-                                                   kld_margin=kld_margin, through_softmax=True)
-        return forward(), grad
-
-    return sums_of_logits(logits)
+    from_logits = logits is not None
+    class_sums, edge_counts, not_edge_counts, _ = load_kernel(raise_errors=True).affinity_field_sums(
+        labels, logits if from_logits else probs, sizes=list(sizes), kld_margin=float(kld_margin),
+        stash_logs=bool(stash_logs) and not from_logits, from_logits=from_logits)
+    return class_sums, edge_counts, not_edge_counts

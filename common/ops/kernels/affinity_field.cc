@@ -79,29 +79,77 @@ constexpr int kLanes = 8;
 // Slots of the per-pixel temporary: clipped P, clipped 1-P, their logs.
 enum Slot { kPos = 0, kNeg = 1, kLogPos = 2, kLogNeg = 3, kSlots = 4 };
 
-inline float Clip(float v) { return std::max(std::min(v, kClipHigh), kClipLow); }
+// One SIMD register of floats: 8 (AVX2 / AVX-512VL ymm registers), or 16 when built with AFFINITY_FIELD_VEC16 for
+// AVX-512 (measured no faster; GCC splits wider generic vectors through memory, which made an AVX2 build 5x
+// slower). Built with AVX-512VL the 8-float code gets 32 vector registers instead of 16: the backward's 12
+// accumulators no longer spill to the stack (backward ~12% faster, forward ~4%, same results bit for bit). A
+// pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are 2 Cp floats each, a whole number of registers
+// (Cp % 8 == 0).
+#if defined(__AVX512F__) && defined(AFFINITY_FIELD_VEC16)
+constexpr int kVecFloats = 16;
+#else
+constexpr int kVecFloats = 8;
+#endif
+typedef float VecF __attribute__((vector_size(kVecFloats * sizeof(float))));
+typedef int32_t VecI __attribute__((vector_size(kVecFloats * sizeof(int32_t))));  // lanes of VecF comparisons
 
-// Copies n floats with an inline vector loop: the per-pixel copies are ~21 floats, where a libc memcpy call per
-// copy cost as much as the copying.
-inline void CopyFloats(const float* from, int64_t n, float* to) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) to[i] = from[i];
+inline VecF Splat(float v) { return VecF{} + v; }
+inline VecF LoadVec(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load, without aliasing questions
+  return v;
+}
+inline void StoreVec(float* p, const VecF& v) { std::memcpy(p, &v, sizeof(v)); }
+// Stores the first n lanes (n <= kVecFloats).
+inline void StoreLanes(float* p, const VecF& v, int64_t n) {
+  if (n == kVecFloats) {
+    StoreVec(p, v);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+inline VecI AsInt(const VecF& v) {
+  VecI i;
+  std::memcpy(&i, &v, sizeof(i));
+  return i;
+}
+inline VecF AsFloat(const VecI& i) {
+  VecF v;
+  std::memcpy(&v, &i, sizeof(v));
+  return v;
+}
+inline VecF Min(const VecF& a, const VecF& b) { return a < b ? a : b; }
+inline VecF Max(const VecF& a, const VecF& b) { return a > b ? a : b; }
+inline VecF ClipVec(const VecF& v) { return Max(Min(v, Splat(kClipHigh)), Splat(kClipLow)); }
+// Horizontal sum / max as a tree (depth log2(lanes) instead of a chain of lanes - 1 dependent operations).
+inline float SumLanes(const VecF& v) {
+  float a[kVecFloats];
+  std::memcpy(a, &v, sizeof(a));
+  for (int width = kVecFloats / 2; width >= 1; width /= 2) {
+    for (int i = 0; i < width; ++i) a[i] += a[i + width];
+  }
+  return a[0];
+}
+inline float MaxLanes(const VecF& v) {
+  float a[kVecFloats];
+  std::memcpy(a, &v, sizeof(a));
+  for (int width = kVecFloats / 2; width >= 1; width /= 2) {
+    for (int i = 0; i < width; ++i) a[i] = std::max(a[i], a[i + width]);
+  }
+  return a[0];
 }
 
-// Natural log of a positive normal float, branch-free so that loops over it vectorise (std::log does not
-// without -ffast-math). Cephes' logf polynomial: |relative error| ~ 1e-7 on [1e-4, 1], the clipped range.
-inline float FastLog(float x) {
-  int32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  float exponent = static_cast<float>(((bits >> 23) & 0xff) - 126);
-  bits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
-  float m;
-  std::memcpy(&m, &bits, sizeof(m));
-  const bool small = m < 0.707106781186547524f;
-  exponent -= small ? 1.0f : 0.0f;
+// Natural log of positive normal floats, branch-free. Cephes' logf polynomial: |relative error| ~ 1e-7 on
+// [1e-4, 1], the clipped range.
+inline VecF LogVec(const VecF& x) {
+  const VecI bits = AsInt(x);
+  VecF exponent = __builtin_convertvector(((bits >> 23) & 0xff) - 126, VecF);
+  VecF m = AsFloat((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
+  const VecI small = m < Splat(0.707106781186547524f);
+  exponent = small ? exponent - 1.0f : exponent;
   m = (small ? m + m : m) - 1.0f;  // m in [sqrt(0.5) - 1, sqrt(2) - 1)
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
+  const VecF z = m * m;
+  VecF y = Splat(7.0376836292e-2f);
   y = y * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
@@ -116,28 +164,30 @@ inline float FastLog(float x) {
   return m + y + 0.693359375f * exponent;
 }
 
-// One SIMD register of floats: 8 (AVX2 / AVX-512VL ymm registers), or 16 when built with AFFINITY_FIELD_VEC16 for
-// AVX-512 (measured no faster; GCC splits wider generic vectors through memory, which made an AVX2 build 5x
-// slower). Built with AVX-512VL the 8-float code gets 32 vector registers instead of 16: the backward's 12
-// accumulators no longer spill to the stack (backward ~12% faster, forward ~4%, same results bit for bit). A pixel's V = [P~, (1-P)~] and L = [log P~, log (1-P)~] are
-// 2 Cp floats each, a whole number of registers (Cp % 8 == 0).
-#if defined(__AVX512F__) && defined(AFFINITY_FIELD_VEC16)
-constexpr int kVecFloats = 16;
-#else
-constexpr int kVecFloats = 8;
-#endif
-typedef float VecF __attribute__((vector_size(kVecFloats * sizeof(float))));
-
-inline VecF LoadVec(const float* p) {
-  VecF v;
-  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load, without aliasing questions
-  return v;
+// exp of floats <= 0 (a logit minus the pixel's largest), branch-free. Cephes' expf: |relative error| ~ 1e-7;
+// arguments below -87.3 give exp(-87.3) ~ 1e-38 instead of a smaller number or 0 (far below the 1e-4 clip).
+inline VecF ExpVec(VecF x) {
+  x = Max(x, Splat(-87.3f));
+  const VecF fx = x * 1.44269504088896341f + 0.5f;
+  VecF n = __builtin_convertvector(__builtin_convertvector(fx, VecI), VecF);  // truncation toward 0
+  n = n > fx ? n - 1.0f : n;                                                // floor
+  x = x - n * 0.693359375f;
+  x = x - n * -2.12194440e-4f;
+  const VecF z = x * x;
+  VecF y = Splat(1.9875691500e-4f);
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  return y * AsFloat((__builtin_convertvector(n, VecI) + 127) << 23);
 }
-inline void StoreVec(float* p, const VecF& v) { std::memcpy(p, &v, sizeof(v)); }
-inline float SumLanes(const VecF& v) {
-  float s = 0.0f;
-  for (int i = 0; i < kVecFloats; ++i) s += v[i];
-  return s;
+
+// log of the lower clip, as LogVec computes it (the log of a clipped probability below the clip).
+inline float LogClipLow() {
+  static const float value = LogVec(Splat(kClipLow))[0];
+  return value;
 }
 
 // Shape, sizes, pair offsets and the padded label map shared by the forward and backward kernels.
@@ -243,20 +293,35 @@ inline int64_t Cell(const Geometry& g, int64_t y_begin, int64_t y, int64_t x) {
   return (y - y_begin + g.reach) * g.tw + x + g.reach;
 }
 
-// Fills the table of the band starting at y_begin (table rows y_begin - reach .. y_end + reach) with P~, (1-P)~
-// and their logs, or with the logs read from the forward's stash [N, H, W, 2, C] when `logs` is given (the
-// backward then only clips), and, when `entropy` is given, the per-pixel sum over channels of
-// P~ log P~ + (1-P)~ log (1-P)~ (the forward's H(q)). Cells outside the image are zero.
-// The clip / log work runs over a whole image row at once (W * C contiguous floats: long vector loops without
-// tails or padded channels; per pixel with the channels padded to Cp it was half the forward's time); the row
-// is then copied into the cells. The padded channels Cp - C of every cell are never written and stay zero
-// (KL 0) from the table's zero initialisation.
-void FillTable(const Geometry& g, const float* probs, const float* logs, int64_t img, int64_t y_begin,
-               int64_t y_end, float* table, float* entropy, std::vector<float>* scratch) {
-  const int64_t c = g.c, cp = g.cp, cell_floats = kSlots * cp, row_floats = g.w * c;
-  scratch->resize(5 * row_floats);
-  float* slot_rows = scratch->data();  // [kSlots][W * C]
-  float* terms = slot_rows + kSlots * row_floats;  // P~ log P~ + (1-P)~ log (1-P)~ per element
+// Fills the table of the band starting at y_begin (table rows y_begin - reach .. y_end + reach): per cell P~,
+// (1-P)~ and their logs, with P read from the input or, with from_logits, computed as the softmax of the pixel's
+// logits; with `logs` (the forward's stash [N, H, W, 2, C], probabilities only) log P~ and log (1-P)~ are read
+// instead of computed. Optionally the per-pixel sum over channels of P~ log P~ + (1-P)~ log (1-P)~ (`entropy`,
+// the forward's H(q)) and the unclipped P (`raw`, [cells, Cp]: the backward's clip masks and softmax Jacobian).
+// Cells outside the image are zero, and so are the padded channels of every cell.
+//
+// Per pixel in whole vectors of the padded channels, written straight into the cell (no row staging and copies:
+// those were a third of the fill). A pixel's vectors read its C floats and the next pixel's first Cp - C, which
+// are masked off; the tensor's last row is copied into a padded buffer first so that nothing is read past its
+// end. With from_logits, log P~ = max(x - max - log sum exp, log 1e-4): one log per pixel for the P~ half.
+template <int kCp>
+void FillTable(const Geometry& g, const float* input, bool from_logits, const float* logs, int64_t img,
+               int64_t y_begin, int64_t y_end, float* table, float* entropy, float* raw,
+               std::vector<float>* scratch) {
+  const int64_t c = g.c, cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
+  constexpr int kVecs = kCp > 0 ? kCp / kVecFloats : 1;
+  const int num_vecs = kCp > 0 ? kVecs : g.cp / kVecFloats;
+  std::vector<VecF> vec_heap(kCp > 0 ? 0 : 2 * num_vecs);
+  std::vector<VecI> mask_heap(kCp > 0 ? 0 : num_vecs);
+  VecF vec_stack[2 * kVecs];
+  VecI mask_stack[kVecs];
+  VecF* shifted = kCp > 0 ? vec_stack : vec_heap.data();  // logits (or probabilities) of the pixel
+  VecF* exps = shifted + num_vecs;
+  VecI* lane_ok = kCp > 0 ? mask_stack : mask_heap.data();  // channel lanes (not padding)
+  for (int i = 0; i < num_vecs; ++i) {
+    for (int lane = 0; lane < kVecFloats; ++lane) lane_ok[i][lane] = i * kVecFloats + lane < c ? -1 : 0;
+  }
+  const VecF zero{}, log_low = Splat(LogClipLow()), minus_inf = Splat(-INFINITY);
   for (int64_t y = y_begin - g.reach; y < y_end + g.reach; ++y) {
     const int64_t row_cell = Cell(g, y_begin, y, -g.reach);
     if (y < 0 || y >= g.h) {
@@ -268,51 +333,66 @@ void FillTable(const Geometry& g, const float* probs, const float* logs, int64_t
       std::fill(table + (row_cell + side) * cell_floats, table + (row_cell + side + g.reach) * cell_floats, 0.0f);
       if (entropy != nullptr) std::fill(entropy + row_cell + side, entropy + row_cell + side + g.reach, 0.0f);
     }
-    const float* p = probs + g.Pixel(img, y, 0) * c;
-    float* pos = slot_rows + kPos * row_floats;
-    float* neg = slot_rows + kNeg * row_floats;
-    float* log_pos = slot_rows + kLogPos * row_floats;
-    float* log_neg = slot_rows + kLogNeg * row_floats;
-    if (logs != nullptr) {
-      const float* stashed = logs + g.Pixel(img, y, 0) * 2 * c;
-#pragma omp simd
-      for (int64_t i = 0; i < row_floats; ++i) {
-        pos[i] = Clip(p[i]);
-        neg[i] = Clip(1.0f - p[i]);
+    const float* in = input + g.Pixel(img, y, 0) * c;
+    const float* stash = logs != nullptr ? logs + g.Pixel(img, y, 0) * 2 * c : nullptr;
+    if (img == g.n - 1 && y == g.h - 1) {  // the last row: read from a copy with Cp floats of padding
+      const int64_t row_floats = g.w * c, stash_floats = stash != nullptr ? 2 * row_floats : 0;
+      scratch->assign(row_floats + stash_floats + 2 * cp, 0.0f);
+      std::copy(in, in + row_floats, scratch->data());
+      in = scratch->data();
+      if (stash != nullptr) {
+        std::copy(stash, stash + stash_floats, scratch->data() + row_floats + cp);
+        stash = scratch->data() + row_floats + cp;
       }
-      for (int64_t x = 0; x < g.w; ++x) {
-        float* t = table + (row_cell + g.reach + x) * cell_floats;
-        CopyFloats(pos + x * c, c, t + kPos * cp);
-        CopyFloats(neg + x * c, c, t + kNeg * cp);
-        CopyFloats(stashed + x * 2 * c, c, t + kLogPos * cp);
-        CopyFloats(stashed + x * 2 * c + c, c, t + kLogNeg * cp);
-      }
-      continue;
-    }
-#pragma omp simd
-    for (int64_t i = 0; i < row_floats; ++i) {
-      pos[i] = Clip(p[i]);
-      neg[i] = Clip(1.0f - p[i]);
-      log_pos[i] = FastLog(pos[i]);
-      log_neg[i] = FastLog(neg[i]);
-      terms[i] = pos[i] * log_pos[i] + neg[i] * log_neg[i];
     }
     for (int64_t x = 0; x < g.w; ++x) {
-      float* t = table + (row_cell + g.reach + x) * cell_floats;
-      for (int slot = 0; slot < kSlots; ++slot) {
-        CopyFloats(slot_rows + slot * row_floats + x * c, c, t + slot * cp);
-      }
-      if (entropy != nullptr) {
-        // Four partial sums: one sum over the channels was a dependency chain of C adds per pixel.
-        const float* tx = terms + x * c;
-        float h[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        int64_t k = 0;
-        for (; k + 4 <= c; k += 4) {
-          for (int j = 0; j < 4; ++j) h[j] += tx[k + j];
+      const int64_t cell_index = row_cell + g.reach + x;
+      float* cell = table + cell_index * cell_floats;
+      const float* px = in + x * c;
+      VecF terms = zero;  // P~ log P~ + (1-P)~ log (1-P)~, lane-wise
+      auto store = [&](int i, const VecF& p, const VecF& log_pos, const VecF& log_neg) {
+        const VecF pos = lane_ok[i] ? ClipVec(p) : zero, neg = lane_ok[i] ? ClipVec(1.0f - p) : zero;
+        StoreVec(cell + kPos * cp + i * kVecFloats, pos);
+        StoreVec(cell + kNeg * cp + i * kVecFloats, neg);
+        StoreVec(cell + kLogPos * cp + i * kVecFloats, log_pos);
+        StoreVec(cell + kLogNeg * cp + i * kVecFloats, log_neg);
+        if (raw != nullptr) StoreVec(raw + cell_index * cp + i * kVecFloats, p);
+        terms += pos * log_pos + neg * log_neg;
+      };
+      if (from_logits) {  // P = exp(x - max) / sum exp(x - max), as TensorFlow's softmax
+        VecF largest = minus_inf;
+        for (int i = 0; i < num_vecs; ++i) {
+          shifted[i] = lane_ok[i] ? LoadVec(px + i * kVecFloats) : minus_inf;
+          largest = Max(largest, shifted[i]);
         }
-        for (; k < c; ++k) h[0] += tx[k];
-        entropy[row_cell + g.reach + x] = (h[0] + h[1]) + (h[2] + h[3]);
+        const float max_logit = MaxLanes(largest);
+        VecF sums = zero;
+        for (int i = 0; i < num_vecs; ++i) {
+          shifted[i] -= max_logit;
+          exps[i] = lane_ok[i] ? ExpVec(shifted[i]) : zero;
+          sums += exps[i];
+        }
+        const float sum = SumLanes(sums);
+        const VecF inverse_sum = Splat(1.0f / sum);  // TensorFlow's softmax multiplies by the inverse, too
+        const VecF log_sum = Splat(std::log(sum));
+        for (int i = 0; i < num_vecs; ++i) {
+          const VecF p = exps[i] * inverse_sum;
+          store(i, p, lane_ok[i] ? Max(shifted[i] - log_sum, log_low) : zero,
+                lane_ok[i] ? LogVec(ClipVec(1.0f - p)) : zero);
+        }
+      } else {
+        const float* px_logs = stash != nullptr ? stash + x * 2 * c : nullptr;
+        for (int i = 0; i < num_vecs; ++i) {
+          const VecF p = lane_ok[i] ? LoadVec(px + i * kVecFloats) : zero;
+          if (px_logs != nullptr) {
+            store(i, p, lane_ok[i] ? LoadVec(px_logs + i * kVecFloats) : zero,
+                  lane_ok[i] ? LoadVec(px_logs + c + i * kVecFloats) : zero);
+          } else {
+            store(i, p, lane_ok[i] ? LogVec(ClipVec(p)) : zero, lane_ok[i] ? LogVec(ClipVec(1.0f - p)) : zero);
+          }
+        }
       }
+      if (entropy != nullptr) entropy[cell_index] = SumLanes(terms);
     }
   }
 }
@@ -324,8 +404,8 @@ void StashLogs(const Geometry& g, const float* table, int64_t img, int64_t y_beg
     for (int64_t x = 0; x < g.w; ++x) {
       const float* t = table + Cell(g, y_begin, y, x) * kSlots * cp;
       float* out = logs + g.Pixel(img, y, x) * 2 * c;
-      CopyFloats(t + kLogPos * cp, c, out);
-      CopyFloats(t + kLogNeg * cp, c, out + c);
+      std::copy(t + kLogPos * cp, t + kLogPos * cp + c, out);
+      std::copy(t + kLogNeg * cp, t + kLogNeg * cp + c, out + c);
     }
   }
 }
@@ -462,74 +542,81 @@ inline void EdgeChannelFix(const float* z, const float* tq, int64_t cp, int ch, 
 // Per-row pair weights of the backward, vectorised over the row: for size s, neighbour k and pixel z = x, the
 // pair (z, q = z+d) in its two roles, z the centre (needs z, q, z-d labelled; weight g_centre = d loss / d
 // non-edge sum of z's class) and z the neighbour of centre q at offset -d (needs z, q, q+d labelled; weight
-// g_neighbour = that of q's class), at [(s * 8 + k) * W + x]; bit k of edge_bits[s * W + x] = some role valid
-// and labels differ.
+// g_neighbour = that of q's class), at [(s * 8 + k) * W + x]. edge_bits[s * W + x], for labels that differ: bit
+// k = some role valid, bit 8 + k = the centre role valid, bit 16 + k = the neighbour role valid (the edge loop
+// reads the hinge weights of those roles itself: edges are a minority of the pairs).
 void BackwardRowFlags(const Geometry& g, const float* pixel_grads, int64_t img, int64_t y, float* g_centre,
                       float* g_neighbour, int32_t* edge_bits) {
   const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
   const int64_t num_sizes = g.sizes.size();
-  const int64_t hinge_offset = num_sizes * 8 * g.w;
   std::fill(edge_bits, edge_bits + num_sizes * g.w, 0);
   for (int64_t s = 0; s < num_sizes; ++s) {
     // The label map's pixels' gradient weights (0 where ignored): contiguous loads at x and x + d, no gathers.
     const int64_t plane = g.n * g.ph * g.pw;
     const float* not_edge_grad = pixel_grads + (num_sizes + s) * plane + g.LabelIndex(img, y, 0);
-    const float* edge_grad = pixel_grads + s * plane + g.LabelIndex(img, y, 0);
     for (int k = 0; k < 8; ++k) {
       const int64_t d = g.label_offset[s * 8 + k];
       float* gc = g_centre + (s * 8 + k) * g.w;
       float* gn = g_neighbour + (s * 8 + k) * g.w;
-      float* hc = gc + hinge_offset;
-      float* hn = gn + hinge_offset;
       int32_t* bits = edge_bits + s * g.w;
 #pragma omp simd
       for (int64_t x = 0; x < g.w; ++x) {
         const int32_t a = lab[x], b = lab[x + d];
         const int32_t pair = (a >= 0) & (b >= 0);
         const int32_t as_centre = pair & (lab[x - d] >= 0), as_neighbour = pair & (lab[x + 2 * d] >= 0);
+        const int32_t differ = a != b;
         gc[x] = as_centre ? not_edge_grad[x] : 0.0f;
         gn[x] = as_neighbour ? not_edge_grad[x + d] : 0.0f;
-        hc[x] = as_centre ? -edge_grad[x] : 0.0f;
-        hn[x] = as_neighbour ? -edge_grad[x + d] : 0.0f;
-        bits[x] |= ((as_centre | as_neighbour) & (a != b)) << k;
+        bits[x] |= ((((as_centre | as_neighbour) & differ)) << k) | ((as_centre & differ) << (8 + k)) |
+                   ((as_neighbour & differ) << (16 + k));
       }
     }
   }
 }
 
-// Backward over rows [y_begin, y_end) of image img: writes d loss / d probs of every pixel of those rows.
+// Backward over rows [y_begin, y_end) of image img: writes d loss / d probs (with from_logits d loss / d logits)
+// of every pixel of those rows.
 //
 // Pixel z as the centre of pair (z, q = z+d) (non-edge weight g_c = grad of its class's non-edge sum):
 // d KL / d P~(z) = -P~(q) / P~(z), so the pairs add g_c V(q) and z divides once at the end. As the neighbour of
 // centre q (offset -d, weight g_n of q's class): d KL / d P~(z) = 1 + log P~(z) - log P~(q), so the pairs add
 // g_n and g_n L(q), and z multiplies sum g_n by 1 + L(z) once at the end. Per pair that is two FMAs per 16
 // floats, with the weights of the row flags (0 for an absent role: no branch). Edge channels a, b of a pair with
-// a != b: the hinge replaces the non-edge weight, added as scalar corrections of those two channels.
+// a != b: the hinge replaces the non-edge weight, added as scalar corrections of those two channels. The final
+// combine (clip masks, the two halves' difference, the softmax's Jacobian P (g - <g, P>)) is in whole vectors.
 template <int kCp>
-void BackwardRows(const Geometry& g, const float* probs, const float* table, const float* pixel_grads, float margin,
+void BackwardRows(const Geometry& g, const float* table, const float* raw, const float* pixel_grads, float margin,
                   int64_t img, int64_t y_begin, int64_t y_end, float* g_centre, float* g_neighbour,
-                  int32_t* edge_bits, bool through_softmax, float* grad) {
+                  int32_t* edge_bits, bool from_logits, float* grad) {
   const int64_t cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
   const int64_t cp2 = 2 * cp;
   constexpr int kVecs = kCp > 0 ? 2 * kCp / kVecFloats : 1;
   const int num_vecs = kCp > 0 ? kVecs : 2 * g.cp / kVecFloats;
-  const int64_t c = g.c, num_sizes = g.sizes.size(), hinge_offset = num_sizes * 8 * g.w;
+  const int half_vecs = num_vecs / 2;  // vectors of one half ([P~ part] or [(1-P)~ part])
+  const int64_t c = g.c, num_sizes = g.sizes.size();
+  const int64_t plane = g.n * g.ph * g.pw;
   // Vector accumulators: local arrays when the channel count is static, so that they stay in registers. The edge
   // corrections (indexed by a runtime channel) live in a separate array, so that they do not force the
   // accumulators to memory.
   std::vector<VecF> acc_heap(kCp > 0 ? 0 : 2 * num_vecs);
+  std::vector<VecI> mask_heap(kCp > 0 ? 0 : half_vecs);
   VecF acc_stack[2 * kVecs];
+  VecI mask_stack[kVecs];
   VecF* centre_v = kCp > 0 ? acc_stack : acc_heap.data();  // sum g_c V(q)  [P~ part, (1-P)~ part]
   VecF* neighbour_log = centre_v + num_vecs;                  // sum g_n L(q)
-  std::vector<float> sums_heap(kCp > 0 ? 0 : 4 * cp2);
-  alignas(64) float sums_stack[kCp > 0 ? 8 * kCp : 1];
+  VecI* lane_ok = kCp > 0 ? mask_stack : mask_heap.data();    // channel lanes of a half (not padding)
+  for (int i = 0; i < half_vecs; ++i) {
+    for (int lane = 0; lane < kVecFloats; ++lane) lane_ok[i][lane] = i * kVecFloats + lane < c ? -1 : 0;
+  }
+  std::vector<float> sums_heap(kCp > 0 ? 0 : 2 * cp2);
+  alignas(64) float sums_stack[kCp > 0 ? 4 * kCp : 1];
   float* sums = kCp > 0 ? sums_stack : sums_heap.data();
-  float* centre_fix = sums;                 // edge-channel corrections of centre_v
-  float* neighbour_fix = sums + cp2;        // edge-channel corrections of the neighbour part (final values)
-  float* raw = sums + 2 * cp2;              // [P, 1 - P] unclipped (for the clips' pass masks)
-  float* terms = sums + 3 * cp2;            // the combined [P~ part, (1-P)~ part] before their difference
-  std::fill(raw, raw + cp2, 0.5f);          // padded channels: any value inside the clip range
-  const VecF one = VecF{} + 1.0f, zero = VecF{}, low = VecF{} + kClipLow, high = VecF{} + kClipHigh;
+  float* centre_fix = sums;           // edge-channel corrections of centre_v
+  float* neighbour_fix = sums + cp2;  // edge-channel corrections of the neighbour part (final values)
+  std::vector<VecF> g_heap(kCp > 0 ? 0 : half_vecs);
+  VecF g_stack[kVecs];
+  VecF* g_p = kCp > 0 ? g_stack : g_heap.data();  // d / d P (d / d logits) of the pixel, by vector
+  const VecF one = Splat(1.0f), zero{}, low = Splat(kClipLow), high = Splat(kClipHigh);
   for (int64_t y = y_begin; y < y_end; ++y) {
     BackwardRowFlags(g, pixel_grads, img, y, g_centre, g_neighbour, edge_bits);
     const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
@@ -553,20 +640,26 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
         }
         neighbour_weight += gn;
       }
-      for (int i = 0; i < 4 * num_vecs; ++i) StoreVec(centre_fix + i * kVecFloats, zero);  // and neighbour_fix
+      for (int i = 0; i < 2 * num_vecs; ++i) StoreVec(centre_fix + i * kVecFloats, zero);  // and neighbour_fix
       const float z_a[4] = {tz[kPos * cp + a], tz[kNeg * cp + a], tz[kLogPos * cp + a], tz[kLogNeg * cp + a]};
       EdgeFix fix_a;  // channel a (z's own class) accumulates in registers, channel b in the arrays
+      const int64_t z_label = g.LabelIndex(img, y, x);
       // The edge pairs of all sizes in one loop (bit s * 8 + k of a 64-bit mask; 8 sizes per mask): one
       // unpredictable loop exit per pixel instead of one per size.
       for (int64_t s0 = 0; s0 < num_sizes; s0 += 8) {
         for (uint64_t bits = EdgeMask(edge_bits, g.w, x, s0, num_sizes); bits != 0; bits &= bits - 1) {
           const int64_t sk = s0 * 8 + __builtin_ctzll(bits);
+          const int64_t s = sk / 8, k = sk % 8;
           const int64_t d = g.label_offset[sk];
           const float* tq = table + (z_cell + g.cell_offset[sk]) * cell_floats;
           const int b = lab[x + d];
           const float gc = g_centre[sk * g.w + x], gn = g_neighbour[sk * g.w + x];
-          const float hinge_centre = g_centre[hinge_offset + sk * g.w + x];
-          const float hinge_neighbour = g_neighbour[hinge_offset + sk * g.w + x];
+          // -d loss / d edge sum of z's class (centre role) and of q's class (neighbour role), 0 for an absent
+          // role.
+          const int32_t roles = edge_bits[s * g.w + x];
+          const float* edge_grad = pixel_grads + s * plane + z_label;
+          const float hinge_centre = (roles >> (8 + k)) & 1 ? -edge_grad[0] : 0.0f;
+          const float hinge_neighbour = (roles >> (16 + k)) & 1 ? -edge_grad[d] : 0.0f;
           EdgeChannelFix(z_a, tq, cp, a, margin, hinge_centre, gc, hinge_neighbour, gn, &fix_a);
           const float z_b[4] = {tz[kPos * cp + b], tz[kNeg * cp + b], tz[kLogPos * cp + b], tz[kLogNeg * cp + b]};
           EdgeFix fix_b;
@@ -581,57 +674,50 @@ void BackwardRows(const Geometry& g, const float* probs, const float* table, con
       centre_fix[cp + a] += fix_a.centre_neg;
       neighbour_fix[a] += fix_a.neighbour_pos;
       neighbour_fix[cp + a] += fix_a.neighbour_neg;
-      // Combined in vectors over [P~ part, (1-P)~ part] (the accumulators never leave the registers), the
-      // two parts' difference per channel at the end.
-      const float* p = probs + g.Pixel(img, y, x) * c;
-      for (int64_t ch = 0; ch < c; ++ch) {
-        raw[ch] = p[ch];
-        raw[cp + ch] = 1.0f - p[ch];
-      }
-      const VecF neighbour_w = VecF{} + neighbour_weight;
-      for (int i = 0; i < num_vecs; ++i) {
-        const VecF r = LoadVec(raw + i * kVecFloats);
-        const VecF pass = ((r >= low) & (r <= high)) ? one : zero;
-        const VecF neighbour = neighbour_w * (one + LoadVec(tz + cp2 + i * kVecFloats)) - neighbour_log[i] +
-                               LoadVec(neighbour_fix + i * kVecFloats);
-        const VecF centre = centre_v[i] + LoadVec(centre_fix + i * kVecFloats);
-        StoreVec(terms + i * kVecFloats, pass * (neighbour - centre / LoadVec(tz + i * kVecFloats)));
-      }
-      if (through_softmax) {  // probs = softmax(logits): d/d logits = P (g - <g, P>), g = d/d P
-        float* g_probs = terms + cp;  // overwrites the (1-P)~ part as it goes
-        float dot = 0.0f;
-        for (int64_t ch = 0; ch < c; ++ch) {
-          g_probs[ch] = terms[ch] - terms[cp + ch];
-          dot += g_probs[ch] * p[ch];
+      // d / d P~ and d / d (1-P)~ of each half where its clip passes the gradient, their difference per channel
+      // (d (1-P)~ / dP = -1), and with from_logits the softmax's Jacobian; padded lanes are 0.
+      const VecF neighbour_w = Splat(neighbour_weight);
+      const float* pz = raw + z_cell * cp;  // unclipped P of z, padded with 0
+      VecF dot = zero;
+      for (int i = 0; i < half_vecs; ++i) {
+        const VecF p = LoadVec(pz + i * kVecFloats), q = one - p;
+        VecF half[2];
+        for (int part = 0; part < 2; ++part) {
+          const int j = part * half_vecs + i;
+          const VecF r = part == 0 ? p : q;
+          const VecF neighbour = neighbour_w * (one + LoadVec(tz + cp2 + j * kVecFloats)) - neighbour_log[j] +
+                                 LoadVec(neighbour_fix + j * kVecFloats);
+          const VecF centre = centre_v[j] + LoadVec(centre_fix + j * kVecFloats);
+          half[part] = ((r >= low) & (r <= high)) ? neighbour - centre / LoadVec(tz + j * kVecFloats) : zero;
         }
-#pragma omp simd
-        for (int64_t ch = 0; ch < c; ++ch) out[ch] = p[ch] * (g_probs[ch] - dot);
-      } else {
-#pragma omp simd
-        for (int64_t ch = 0; ch < c; ++ch) out[ch] = terms[ch] - terms[cp + ch];
+        g_p[i] = lane_ok[i] ? half[0] - half[1] : zero;
+        dot += g_p[i] * p;
+      }
+      if (from_logits) {  // probs = softmax(logits): d/d logits = P (g - <g, P>), g = d/d P
+        const VecF dot_all = Splat(SumLanes(dot));
+        for (int i = 0; i < half_vecs; ++i) g_p[i] = LoadVec(pz + i * kVecFloats) * (g_p[i] - dot_all);
+      }
+      for (int i = 0; i < half_vecs; ++i) {
+        StoreLanes(out + i * kVecFloats, g_p[i], std::min<int64_t>(kVecFloats, c - i * kVecFloats));
       }
     }
   }
 }
 
-// Per-thread work buffers (band table, entropy, row flags, row staging), kept between calls: allocated per shard
-// and call, the ~1 MB table cost page faults on every call wherever the allocator returns freed memory to the
-// system (as the benchmark's MALLOC_MMAP_THRESHOLD_ makes it). The table is zeroed when the channel count or its
-// size changes: the padded channels C..Cp-1 of a cell are never written and must stay zero.
+// Per-thread work buffers (band table, entropy, unclipped probabilities, row flags, staging of the tensor's last
+// row), kept between calls: allocated per shard and call, the ~1 MB table cost page faults on every call wherever
+// the allocator returns freed memory to the system (as the benchmark's MALLOC_MMAP_THRESHOLD_ makes it). Every
+// cell, padded channels included, is written by the fill, so nothing needs zeroing here.
 struct ThreadBuffers {
-  std::vector<float> table, entropy, weight, weight2, row;
+  std::vector<float> table, entropy, raw, weight, weight2, row;
   std::vector<int32_t> edge_bits;
-  int64_t table_channels = -1;
 
   void Prepare(const Geometry& g, const Tiling& tiling) {
-    const size_t table_floats = tiling.TableCells(g) * g.CellFloats();
-    if (table_channels != g.c || table.size() != table_floats) {
-      table.assign(table_floats, 0.0f);
-      table_channels = g.c;
-    }
+    table.resize(tiling.TableCells(g) * g.CellFloats());
     entropy.resize(tiling.TableCells(g));
-    weight.resize(2 * g.sizes.size() * 8 * g.w);  // the backward's g_centre, then its hinge weights
-    weight2.resize(2 * g.sizes.size() * 8 * g.w);  // g_neighbour, then its hinge weights
+    raw.resize(tiling.TableCells(g) * g.cp);
+    weight.resize(g.sizes.size() * 8 * g.w);   // the forward's pair weights; the backward's g_centre
+    weight2.resize(g.sizes.size() * 8 * g.w);  // the backward's g_neighbour
     edge_bits.resize(g.sizes.size() * g.w);
   }
 };
@@ -668,12 +754,14 @@ class AffinityFieldOpBase : public OpKernel {
   explicit AffinityFieldOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("sizes", &sizes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("kld_margin", &margin_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("from_logits", &from_logits_));
     for (int s : sizes_) OP_REQUIRES(ctx, s >= 1, InvalidArgument("affinity_field: sizes must be >= 1"));
   }
 
  protected:
   std::vector<int> sizes_;
   float margin_ = 0.0f;
+  bool from_logits_ = false;  // input 1 holds logits: the kernels take their softmax (and its gradient)
   // Buffers of a call kept for the next (where freed memory goes back to the system, as under the benchmark's
   // MALLOC_MMAP_THRESHOLD_, fresh ones page-fault on every call); calls of one op instance take turns.
   std::mutex buffers_mu_;
@@ -685,6 +773,8 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
  public:
   explicit AffinityFieldSumsOp(OpKernelConstruction* ctx) : AffinityFieldOpBase(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("stash_logs", &stash_logs_));
+    OP_REQUIRES(ctx, !(stash_logs_ && from_logits_),
+                InvalidArgument("affinity_field: stash_logs needs probabilities, not from_logits"));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -722,7 +812,8 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
         int64_t img, y_begin, y_end;
         tiling.Band(g, block, &img, &y_begin, &y_end);
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          FillTable(g, probs, nullptr, img, y_begin, y_end, table.data(), entropy.data(), &scratch);
+          FillTable<decltype(cp_constant)::value>(g, probs, from_logits_, nullptr, img, y_begin, y_end,
+                                                  table.data(), entropy.data(), nullptr, &scratch);
           ForwardRows<decltype(cp_constant)::value>(g, table.data(), entropy.data(), margin_, img, y_begin, y_end,
                                                     weight.data(), edge_bits.data(), edge_sum,
                                                     edge_sum + g.c * num_sizes, edge_count,
@@ -765,9 +856,7 @@ class AffinityFieldSumsOp : public AffinityFieldOpBase {
 
 class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
  public:
-  explicit AffinityFieldSumsGradOp(OpKernelConstruction* ctx) : AffinityFieldOpBase(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("through_softmax", &through_softmax_));
-  }
+  explicit AffinityFieldSumsGradOp(OpKernelConstruction* ctx) : AffinityFieldOpBase(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     Geometry g;
@@ -788,8 +877,10 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
     OP_REQUIRES(ctx, !have_logs || logs_t.NumElements() == g.n * g.h * g.w * 2 * g.c,
                 InvalidArgument("affinity_field_grad: logs must be [N,H,W,2,C] or empty, got ",
                                 logs_t.shape().DebugString()));
+    OP_REQUIRES(ctx, !(have_logs && from_logits_),
+                InvalidArgument("affinity_field_grad: logs are stashed for probabilities, not from_logits"));
     const float* logs = have_logs ? logs_t.flat<float>().data() : nullptr;
-    const float* probs = ctx->input(1).flat<float>().data();
+    const float* probs = ctx->input(1).flat<float>().data();  // or logits
     const float* grad_sums = grad_sums_t.flat<float>().data();  // [C, 2S]: edge columns, then non-edge
     float* grad = grad_t->flat<float>().data();
     // Per column j of grad_sums and label-map pixel: grad_sums[class, j] (0 where ignored), [2S, N, PH, PW], so
@@ -819,18 +910,16 @@ class AffinityFieldSumsGradOp : public AffinityFieldOpBase {
         int64_t img, y_begin, y_end;
         tiling.Band(g, unit, &img, &y_begin, &y_end);
         DispatchChannels(g.cp, [&](auto cp_constant) {
-          FillTable(g, probs, logs, img, y_begin, y_end, table.data(), nullptr, &scratch);
-          BackwardRows<decltype(cp_constant)::value>(g, probs, table.data(), pixel_grads.data(), margin_, img, y_begin,
-                                                     y_end, g_centre.data(), g_neighbour.data(),
-                                                     edge_bits.data(), through_softmax_, grad);
+          constexpr int kCp = decltype(cp_constant)::value;
+          FillTable<kCp>(g, probs, from_logits_, logs, img, y_begin, y_end, table.data(), nullptr,
+                         buffers.raw.data(), &scratch);
+          BackwardRows<kCp>(g, table.data(), buffers.raw.data(), pixel_grads.data(), margin_, img, y_begin, y_end,
+                            g_centre.data(), g_neighbour.data(), edge_bits.data(), from_logits_, grad);
         });
       }
     };
     ParallelUnits(ctx, tiling.units, tiling.rows * g.w * 24 * g.cp * 30, work);
   }
-
- private:
-  bool through_softmax_ = false;  // probs are softmax(logits): return the gradient w.r.t. the logits
 };
 
 }  // namespace
@@ -841,6 +930,7 @@ REGISTER_OP("AffinityFieldSums")
     .Attr("sizes: list(int) >= 1")
     .Attr("kld_margin: float")
     .Attr("stash_logs: bool = false")
+    .Attr("from_logits: bool = false")
     .Output("class_sums: float")
     .Output("edge_counts: int32")
     .Output("not_edge_counts: int32")
@@ -865,6 +955,7 @@ REGISTER_OP("AffinityFieldSums")
     })
     .Doc(R"doc(
 Per-centre-class edge / non-edge sums of the affinity-field loss for several sizes.
+probs: [N, H, W, C] probabilities or, with from_logits, logits (the op takes their softmax).
 class_sums: [C, 2S]; columns 0..S-1 edge sums, S..2S-1 non-edge sums.
 logs: with stash_logs, [N, H, W, 2, C] log P~ and log (1-P)~ for the gradient op (which otherwise recomputes
   them); else empty.
@@ -877,7 +968,7 @@ REGISTER_OP("AffinityFieldSumsGrad")
     .Input("logs: float")
     .Attr("sizes: list(int) >= 1")
     .Attr("kld_margin: float")
-    .Attr("through_softmax: bool = false")
+    .Attr("from_logits: bool = false")
     .Output("grad_probs: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(1));
