@@ -311,12 +311,18 @@ void FillTable(const Geometry& g, const float* input, bool from_logits, const fl
   const int64_t c = g.c, cp = kCp > 0 ? kCp : g.cp, cell_floats = kSlots * cp;
   constexpr int kVecs = kCp > 0 ? kCp / kVecFloats : 1;
   const int num_vecs = kCp > 0 ? kVecs : g.cp / kVecFloats;
-  std::vector<VecF> vec_heap(kCp > 0 ? 0 : 2 * num_vecs);
+  std::vector<VecF> vec_heap(kCp > 0 ? 0 : num_vecs);
   std::vector<VecI> mask_heap(kCp > 0 ? 0 : num_vecs);
-  VecF vec_stack[2 * kVecs];
+  VecF vec_stack[kVecs];
   VecI mask_stack[kVecs];
-  VecF* shifted = kCp > 0 ? vec_stack : vec_heap.data();  // logits (or probabilities) of the pixel
-  VecF* exps = shifted + num_vecs;
+  VecF* shifted = kCp > 0 ? vec_stack : vec_heap.data();  // the pixel's logits
+  // Per pixel of a row (padded to whole vectors with 1s): largest logit, sum of exps, 1 / sum, max + log(sum).
+  const int64_t padded_w = (g.w + kVecFloats - 1) / kVecFloats * kVecFloats;
+  std::vector<float> row_stats(from_logits ? 4 * padded_w : 0, 1.0f);
+  float* row_max = row_stats.data();
+  float* row_sum = row_max + padded_w;
+  float* row_inverse = row_sum + padded_w;
+  float* row_shift = row_inverse + padded_w;
   VecI* lane_ok = kCp > 0 ? mask_stack : mask_heap.data();  // channel lanes (not padding)
   for (int i = 0; i < num_vecs; ++i) {
     for (int lane = 0; lane < kVecFloats; ++lane) lane_ok[i][lane] = i * kVecFloats + lane < c ? -1 : 0;
@@ -345,6 +351,34 @@ void FillTable(const Geometry& g, const float* input, bool from_logits, const fl
         stash = scratch->data() + row_floats + cp;
       }
     }
+    if (from_logits) {
+      // The softmax's per-pixel reductions first, for the whole row (short independent chains per pixel, where
+      // one pass per pixel was one long chain of dependent reductions): the largest logit, the exps (parked in
+      // the cell's P~ slot) and their sum; then 1 / sum and log(sum) in vectors over pixels.
+      for (int64_t x = 0; x < g.w; ++x) {
+        const float* px = in + x * c;
+        float* cell = table + (row_cell + g.reach + x) * cell_floats;
+        VecF largest = minus_inf;
+        for (int i = 0; i < num_vecs; ++i) {
+          shifted[i] = lane_ok[i] ? LoadVec(px + i * kVecFloats) : minus_inf;
+          largest = Max(largest, shifted[i]);
+        }
+        const float max_logit = MaxLanes(largest);
+        VecF sums = zero;
+        for (int i = 0; i < num_vecs; ++i) {
+          const VecF e = lane_ok[i] ? ExpVec(shifted[i] - max_logit) : zero;
+          StoreVec(cell + kPos * cp + i * kVecFloats, e);
+          sums += e;
+        }
+        row_max[x] = max_logit;
+        row_sum[x] = SumLanes(sums);
+      }
+      for (int64_t x = 0; x < g.w; x += kVecFloats) {  // the arrays are padded to whole vectors with 1s
+        const VecF sums = LoadVec(&row_sum[x]);
+        StoreVec(&row_inverse[x], 1.0f / sums);  // TensorFlow's softmax multiplies by the inverse, too
+        StoreVec(&row_shift[x], LoadVec(&row_max[x]) + LogVec(sums));
+      }
+    }
     for (int64_t x = 0; x < g.w; ++x) {
       const int64_t cell_index = row_cell + g.reach + x;
       float* cell = table + cell_index * cell_floats;
@@ -359,25 +393,11 @@ void FillTable(const Geometry& g, const float* input, bool from_logits, const fl
         if (raw != nullptr) StoreVec(raw + cell_index * cp + i * kVecFloats, p);
         terms += pos * log_pos + neg * log_neg;
       };
-      if (from_logits) {  // P = exp(x - max) / sum exp(x - max), as TensorFlow's softmax
-        VecF largest = minus_inf;
+      if (from_logits) {  // P = exp(x - max) / sum exp(x - max), log P = x - (max + log sum)
+        const VecF inverse_sum = Splat(row_inverse[x]), shift = Splat(row_shift[x]);
         for (int i = 0; i < num_vecs; ++i) {
-          shifted[i] = lane_ok[i] ? LoadVec(px + i * kVecFloats) : minus_inf;
-          largest = Max(largest, shifted[i]);
-        }
-        const float max_logit = MaxLanes(largest);
-        VecF sums = zero;
-        for (int i = 0; i < num_vecs; ++i) {
-          shifted[i] -= max_logit;
-          exps[i] = lane_ok[i] ? ExpVec(shifted[i]) : zero;
-          sums += exps[i];
-        }
-        const float sum = SumLanes(sums);
-        const VecF inverse_sum = Splat(1.0f / sum);  // TensorFlow's softmax multiplies by the inverse, too
-        const VecF log_sum = Splat(std::log(sum));
-        for (int i = 0; i < num_vecs; ++i) {
-          const VecF p = exps[i] * inverse_sum;
-          store(i, p, lane_ok[i] ? Max(shifted[i] - log_sum, log_low) : zero,
+          const VecF p = LoadVec(cell + kPos * cp + i * kVecFloats) * inverse_sum;
+          store(i, p, lane_ok[i] ? Max(LoadVec(px + i * kVecFloats) - shift, log_low) : zero,
                 lane_ok[i] ? LogVec(ClipVec(1.0f - p)) : zero);
         }
       } else {
