@@ -497,6 +497,13 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, fl
   std::vector<VecF> v_heap(kCp > 0 ? 0 : num_vecs);
   VecF v_stack[kVecs];
   VecF* v_sum = kCp > 0 ? v_stack : v_heap.data();
+  // Per size of the current centre: sum_q w H(q) - <sum_q w V(q), L(p)> (lane-wise until the end), the edge
+  // hinges and the edge channels' KL.
+  std::vector<VecF> dots(num_sizes);
+  std::vector<float> per_size(3 * num_sizes);
+  float* h_sums = per_size.data();
+  float* edge_acc = h_sums + num_sizes;
+  float* edge_channels_kl = edge_acc + num_sizes;
   for (int64_t y = y_begin; y < y_end; ++y) {
     ForwardRowFlags(g, img, y, weight, edge_bits, edge_count, not_edge_count);
     const int32_t* lab = &g.label_map[g.LabelIndex(img, y, 0)];
@@ -505,6 +512,7 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, fl
       if (a < 0) continue;
       const int64_t centre_cell = Cell(g, y_begin, y, x);
       const float* tp = table + centre_cell * cell_floats;
+      const float* log_p = tp + kLogPos * cp;  // [log P~, log (1-P)~] of the centre, 2 Cp floats
       for (int64_t s = 0; s < num_sizes; ++s) {
         for (int i = 0; i < num_vecs; ++i) v_sum[i] = VecF{};
         // Float within a centre and size (at most 8 pairs); the class sums accumulate in double.
@@ -516,19 +524,27 @@ void ForwardRows(const Geometry& g, const float* table, const float* entropy, fl
           for (int i = 0; i < num_vecs; ++i) v_sum[i] += wk * LoadVec(tq + i * kVecFloats);
           h_sum += wk * entropy[cell];
         }
-        float edge_acc = 0.0f, edge_channels_kl = 0.0f;
-        for (uint32_t bits = edge_bits[s * g.w + x]; bits != 0; bits &= bits - 1) {
-          const int k = __builtin_ctz(bits);
-          const float* tq = table + (centre_cell + g.cell_offset[s * 8 + k]) * cell_floats;
-          const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, lab[x + g.label_offset[s * 8 + k]]);
-          edge_acc += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
-          edge_channels_kl += kl_a + kl_b;
-        }
-        const float* log_p = tp + kLogPos * cp;  // [log P~, log (1-P)~] of the centre, 2 Cp floats
         VecF dot{};
         for (int i = 0; i < num_vecs; ++i) dot += v_sum[i] * LoadVec(log_p + i * kVecFloats);
-        edge_sum[a * num_sizes + s] += edge_acc;
-        not_edge_sum[a * num_sizes + s] += h_sum - SumLanes(dot) - edge_channels_kl;
+        dots[s] = dot;
+        h_sums[s] = h_sum;
+        edge_acc[s] = 0.0f;
+        edge_channels_kl[s] = 0.0f;
+      }
+      // The edge pairs of all sizes in one loop (bit s * 8 + k; 8 sizes per mask): one unpredictable loop exit per
+      // centre instead of one per size.
+      for (int64_t s0 = 0; s0 < num_sizes; s0 += 8) {
+        for (uint64_t bits = EdgeMask(edge_bits, g.w, x, s0, num_sizes); bits != 0; bits &= bits - 1) {
+          const int64_t sk = s0 * 8 + __builtin_ctzll(bits), s = sk / 8;
+          const float* tq = table + (centre_cell + g.cell_offset[sk]) * cell_floats;
+          const float kl_a = ChannelKl(tp, tq, cp, a), kl_b = ChannelKl(tp, tq, cp, lab[x + g.label_offset[sk]]);
+          edge_acc[s] += std::max(0.0f, margin - kl_a) + std::max(0.0f, margin - kl_b);
+          edge_channels_kl[s] += kl_a + kl_b;
+        }
+      }
+      for (int64_t s = 0; s < num_sizes; ++s) {
+        edge_sum[a * num_sizes + s] += edge_acc[s];
+        not_edge_sum[a * num_sizes + s] += h_sums[s] - SumLanes(dots[s]) - edge_channels_kl[s];
       }
     }
   }
