@@ -24,6 +24,8 @@ reading of 0 MB means the instrument failed and raises. XLA's compiled function 
 temporary buffer between calls, which the resident-set reading cannot see; for the XLA variant the peak is
 therefore read from XLA's own buffer assignment (XLA_FLAGS=--xla_dump_to, "Total bytes used" minus the
 parameter buffers = temporaries + outputs of the compiled step), and the larger of the two readings is reported.
+Likewise the C++ kernel keeps its per-thread band buffers, padded label maps and gradient planes between calls; its
+peak is the RSS reading plus the bytes it reports holding (`common.ops.affinity_kernel.cached_bytes()`).
 The machine's load average is printed: on a shared machine the times are upper bounds.
 
 Prints one line per measurement and ends with
@@ -49,7 +51,8 @@ VARIANTS = {'original': ('reference', False), 'xla': ('xla', True), 'kernel': ('
 CHILD_ENV = {'TF_ENABLE_ONEDNN_OPTS': '0', 'MALLOC_MMAP_THRESHOLD_': '65536', 'TF_CPP_MIN_LOG_LEVEL': '2'}
 MAX_REPEATS = 200
 MEMORY_METHOD = ('RSS = VmHWM - VmRSS after clear_refs with MALLOC_MMAP_THRESHOLD_=65536 TF_ENABLE_ONEDNN_OPTS=0; '
-                 'XLA = larger of RSS and XLA buffer assignment (temporaries + outputs)')
+                 'XLA = larger of RSS and XLA buffer assignment (temporaries + outputs); kernel = RSS + the buffers it '
+                 'keeps between calls')
 
 
 def _status_kb(field):
@@ -123,6 +126,10 @@ def _measure(variant, shape, repeats, min_seconds=0.0):
         gc.enable()
     peak_kb = _status_kb('VmHWM') - baseline_kb
     method = 'RSS'
+    if variant == 'kernel':
+        from common.ops.affinity_kernel import cached_bytes
+        peak_kb += cached_bytes() / 1024.0
+        method = 'RSS + kernel buffers'
     if jit:
         xla_kb = _xla_buffer_bytes(os.environ['AAF_BENCH_XLA_DUMP']) / 1024.0
         if xla_kb > peak_kb:

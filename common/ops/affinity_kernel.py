@@ -21,7 +21,7 @@ from common.ops.kernel_build import (CACHE_ENV, COMPILER_ENV, KernelUnavailableE
                                      vector_flags)
 
 __all__ = ['CACHE_ENV', 'COMPILER_ENV', 'KernelUnavailableError', 'LIBRARY', 'SOURCE', 'affinity_field_class_sums',
-           'build', 'cache_dir', 'library_path', 'load_kernel']
+           'build', 'cache_dir', 'cached_bytes', 'library_path', 'load_kernel']
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels', 'affinity_field.cc')
 # AVX-512 F/BW/DQ/VL where present, else AVX2 + FMA where present, else the compiler's baseline; -fopenmp-simd for
@@ -51,6 +51,14 @@ def load_kernel(raise_errors=False):
     The outcome is remembered for the process: a failed build is not retried on every call.
     """
     return LIBRARY.load(raise_errors)
+
+
+def cached_bytes():
+    """Bytes the kernels of this process keep allocated between calls (per-thread band buffers, padded label
+    maps, gradient planes), which a resident-set reading taken after warm-up cannot see; 0 when the kernel is
+    unavailable."""
+    module = load_kernel()
+    return 0 if module is None else int(module.affinity_field_cached_bytes())
 
 
 def _reset_for_tests():

@@ -228,6 +228,17 @@ def test_stashed_logs_give_the_same_gradient_over_several_bands(kernel):
         kernel.affinity_field_sums_grad(labels, probs, grad_sums, stashed[3][:1], sizes=[1, 2, 3], kld_margin=3.0)
 
 
+def test_cached_bytes_count_the_buffers_kept_between_calls(kernel):
+    """The benchmark adds cached_bytes() to its resident-set reading: it must cover at least the gradient op's
+    per-pixel planes and padded label map ([2S + 1] planes of N x (H + 4 max(size)) x (W + 4 max(size)))."""
+    labels, logits, _, _ = _random_case(9, (3, 40, 50), 6)
+    labels = np.where(labels[..., 0] < 6, labels[..., 0], -1).astype(np.int32)
+    kernel.affinity_field_sums_grad(labels, logits, np.ones((6, 6), np.float32), tf.zeros([0]), sizes=[1, 2, 3],
+                                    kld_margin=3.0, from_logits=True)
+    planes_and_labels = 7 * 3 * (40 + 12) * (50 + 12) * 4
+    assert affinity_kernel.cached_bytes() >= planes_and_labels
+
+
 def test_kernel_in_graph_mode_with_unknown_shapes_and_engine_style_tape():
     labels, logits, _, _ = _random_case(6, (2, 7, 9), 5)
     spec = [tf.TensorSpec([None, None, None, 1], tf.uint8), tf.TensorSpec([None, None, None, 5], tf.float32)]
