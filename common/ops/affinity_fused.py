@@ -104,9 +104,9 @@ def affinity_field_loss(labels, probs, num_classes, kld_margin, sizes=(1,), w_ed
       w_edge, w_not_edge: optional per-class weights [C, len(sizes)] (AAF: softmax of the adversarial
         variables over the sizes); the weight of a pair is that of its centre class. None = weight 1 (AFF).
       impl: 'xla' (this module's op), 'kernel' (compiled CPU kernel) or 'auto' (kernel on CPU, else XLA).
-      logits: optional [N, H, W, C] with probs = tf.nn.softmax(logits). With the kernel, the gradient then
-        flows to the logits directly (the kernel's gradient op applies the softmax's Jacobian; probs gets
-        none); the XLA op ignores it.
+      logits: optional [N, H, W, C] with probs = tf.nn.softmax(logits). The kernel then reads the logits and
+        takes their softmax itself (probs is not read and gets no gradient; the gradient goes to the logits); the
+        XLA op ignores it.
     Returns:
       (edge_means [S], not_edge_means [S], edge_counts [S] int32, not_edge_counts [S] int32); S = len(sizes).
       mean = sum of the (weighted) terms / number of terms, 0 for an empty set. Differentiable w.r.t. probs,

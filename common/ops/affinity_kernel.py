@@ -2,8 +2,10 @@
 
 The kernel computes the per-centre-class edge / non-edge sums of all sizes in one pass over the clipped
 probabilities, and their gradient w.r.t. the probabilities (op `AffinityFieldSumsGrad`, registered as the
-gradient of `AffinityFieldSums`, so it composes with tf.GradientTape and the training engine). On request
-(`stash_logs`) the forward keeps the logs of the clipped probabilities for the gradient. The per-class
+gradient of `AffinityFieldSums`, so it composes with tf.GradientTape and the training engine). Given the logits
+(`from_logits`), both ops take the softmax themselves and the gradient is w.r.t. the logits. On request
+(`stash_logs`, probabilities only) the forward keeps the logs of the clipped probabilities for the gradient.
+`cached_bytes()` reports the buffers the ops keep between calls. The per-class
 size weights, the means and their gradients are ordinary TensorFlow ops on the [C, 2S] sums.
 
 Build: on first use the source is compiled with g++ and `tf.sysconfig` flags into a cache directory

@@ -1,5 +1,6 @@
 // CPU kernel of the affinity-field (AFF / AAF) loss: per-centre-class edge and non-edge sums for several
-// neighbour sizes in one pass, and its gradient w.r.t. the probabilities.
+// neighbour sizes in one pass, and its gradient w.r.t. the probabilities, or with from_logits w.r.t. the logits
+// (the kernels then take the softmax themselves).
 //
 // Built on first use by common/ops/affinity_kernel.py (g++, tf.sysconfig flags). The maths is that of
 // common/ops/affinity_fused.py (see its docstring); the XLA op and the literal losses are the test oracles.
@@ -7,49 +8,52 @@
 // Layout. The clipped probabilities P~ = clip(P, 1e-4, 1), (1-P)~ and their logs are computed per band of rows
 // (plus max(size) rows of halo) into a per-thread table [rows + 2 reach, W + 2 reach, 4, Cp] that stays in cache
 // (Cp = C rounded up to 8, zero padding, so every channel loop is a whole number of vectors and padded channels
-// contribute KL 0; cells outside the image are zero, so neighbours are read without bounds tests). Nothing of
-// size [N,H,W,C] is allocated besides the gradient and, with stash_logs, the forward's [N,H,W,2,C] logs. Labels
-// are copied once into a map padded by 2 * max(size) with -1 (ignored). Per image row, the pair flags (valid
-// pair, edge pair, and the backward's per-pair weights) are computed for the whole row in vector loops over x
-// from contiguous label reads; the pair loops then take a weight per pair (0 for an invalid pair) instead of
-// branching on labels.
+// contribute KL 0; cells outside the image are zero, so neighbours are read without bounds tests). Each cell is
+// written in whole vectors straight from the input (with from_logits: the softmax's max, exps and sum per pixel,
+// 1 / sum and max + log(sum) in vectors over a row's pixels, log P~ = max(x - max - log sum, log 1e-4), so one
+// polynomial log per element instead of two). Nothing of size [N,H,W,C] is allocated besides the gradient and,
+// with stash_logs, the forward's [N,H,W,2,C] logs. Labels are copied once into a map padded by 2 * max(size)
+// with -1 (ignored). Per image row, the pair flags (valid pair, edge pair, and the backward's per-pair weights)
+// are computed for the whole row in vector loops over x from contiguous label reads; the pair loops then take a
+// weight per pair (0 for an invalid pair) instead of branching on labels.
 //
 // Forward: for each labelled centre p, size s and offset d with p+d and p-d labelled, KL summed over channels
 // (as H(q) - <V(q), L(p)>: the pairs add vectors, one dot product per centre and size), attributed to the
-// centre's class; for labels a != b channels a, b are edges (hinge max(0, m - KL)) and the other C-2 non-edges.
-// Rows are split into fixed blocks (deterministic sums: float within a centre and size, double across),
-// run on TensorFlow's CPU thread pool.
+// centre's class; for labels a != b channels a, b are edges (hinge max(0, m - KL)) and the other C-2 non-edges,
+// computed in one scalar loop per centre over its edge pairs of all sizes. Rows are split into fixed blocks
+// (deterministic sums: float within a centre and size, double across), run on TensorFlow's CPU thread pool.
 //
 // Backward: each pixel z writes its own gradient (no scatter, no atomics): for every offset d it takes the pair
 // (z, z+d) in both roles -- z the centre (offset d) and z the neighbour of centre z+d (offset -d) -- which
 // share the edge channels; two vector FMAs per pair, the edge channels' hinge corrections in a second, scalar
 // loop over the pixel's edge pairs of all sizes (the set bits of the row's edge flags, one 64-bit mask for up to 8
-// sizes). The per-pair weights, hinge weights included, come from the row flags, which read them contiguously from
-// per-pixel planes of grad_class_sums (no per-edge label or class lookups, no gathers). Gradients follow
+// sizes). The per-pair weights come from the row flags, which read them contiguously from per-pixel planes of
+// grad_class_sums; the edge loop reads the hinge weights of its few pairs from the same planes. The final combine
+// (clip masks, d/dP~ - d/d(1-P)~, the softmax's Jacobian P (g - <g, P>)) is in whole vectors. Gradients follow
 // TensorFlow's for the original ops (clip passes where 1e-4 <= v <= 1, the hinge where KL < m).
 //
-// Where the time goes ([16, 60, 60, 21], sizes 1-3, the benchmark's 6x6-block labels, one thread, perf samples,
-// on the shared 2-core machine): forward ~12 ms: pair loop ~30%, scalar edge-hinge loop ~25%, dot product and
-// double accumulation ~10%, row-wise clip / log fill ~20%, row flags ~5%; backward ~21 ms: pair loop (two FMAs
-// per 8 floats, loads from L2: a pixel's 24 neighbours are 144 cache lines) ~35%, edge-channel corrections ~40%
-// (about a third of these pairs are edges; real label maps have far fewer), row flags ~10%, final per-channel
-// combine ~5%. Since then (min of 100 calls, one thread, on a loaded machine: forward 12.0 -> 11.0 ms, backward
-// 22.8 -> 19.9 ms): 60-row instead of 32-row bands (the table's 2 * reach halo rows are filled for 10% instead of
-// 19% more rows), the per-pixel entropy summed in four partial sums instead of one chain of C dependent adds, the
-// backward's hinge weights precomputed per row from per-pixel planes and its edge loops of all sizes merged (one
-// unpredictable loop exit per pixel, not per size). Measured and not kept: vectorising the edge-channel hinge
-// across a centre's 8 neighbours with AVX2 gathers (11 gathers per centre and size, ~2 ns each here: as slow as
-// the ~3 scalar edge pairs they replace); one edge loop over all sizes in the forward (per-size accumulators in
-// memory, not measurably faster). The previous version (per-pair label branches and index arithmetic, per-pixel clip / log with
-// libc memcpy staging) took ~22 ms forward and ~24 ms backward: the per-pair scalar work, not the vector maths,
-// bounded it. Measured and not kept: an AVX-512 build (-mavx512f/vl/bw/dq, 16-float vectors, Cp 24) was no
-// faster than AVX2 here (the remaining cost is the scalar edge work and L2 loads); stashing the forward's logs
-// for the backward (costs the forward ~3 ms of copies, saves the backward ~1 ms) is off by default.
-// Next pass (in-process A/B of two builds loaded side by side, alternating calls, so that both see the same load):
-// built with AVX-512VL where present, keeping 8-float vectors (32 registers: the backward's accumulators stop
-// spilling; backward 0.88x, forward 0.96x the time); with through_softmax the gradient op returns d/d logits
-// (P (g - <g, P>) per pixel in the final combine), replacing TensorFlow's softmax-gradient ops. Measured and not
-// kept: one fixed shard per thread instead of the adaptive split (1.08x / 1.11x the time, 2 threads).
+// Where the time goes ([16, 60, 60, 21], sizes 1-3, the benchmark's 6x6-block labels, where about 40% of the
+// pairs are edges -- real label maps have far fewer; perf samples of forward + backward, 2 threads, on the shared
+// 2-core machine): backward pair and edge loops ~40% (edge corrections about half of it), forward ~22% (edge
+// hinges ~45% of it), table fills ~17% (one per op: the backward recomputes the table rather than reading a
+// [N,H,W,4,Cp] stash), row flags ~8%. The scalar edge work is what bounds it: per edge pair two channels, each a
+// KL in both directions, a hinge test and four corrections, behind a data-dependent loop exit.
+// History (each step measured on this shared machine; differences under ~10% are within its noise):
+// - per-pair label branches and per-pixel clip / log with libc memcpy staging: ~22 ms forward, ~24 ms backward
+//   (one thread); branch-free pair loops with per-row vectorised flags, 60-row bands, the backward's edge loops of
+//   all sizes merged: 11 / 20 ms.
+// - built with AVX-512VL where present, keeping 8-float vectors (32 registers: the backward's accumulators stop
+//   spilling; backward 0.88x, forward 0.96x); the softmax's Jacobian inside the gradient op.
+// - this pass (benchmark step, kernel vs the previous build alternately: 25-33 ms vs 33-41 ms): the softmax
+//   inside the kernels (from_logits: TensorFlow's softmax, its [N,H,W,C] buffer and its page faults are gone),
+//   cells written in whole vectors (the row staging and per-slot copies were a third of the fill), the
+//   backward's final combine in vectors (its scalar <g, P> chain was a fifth of the backward loop), hinge weights
+//   read for edge pairs only (two of the backward row flags' four arrays gone), the forward's edge pairs of all
+//   sizes in one loop.
+// Measured and not kept: AVX2 gathers for the edge channels of a centre's 8 neighbours (as slow as the ~3 scalar
+// edge pairs they replace); 16-float AVX-512 vectors (no faster); stashing the forward's logs for the backward
+// (costs the forward more than it saves; off by default); one fixed shard per thread instead of the adaptive
+// split (1.08x / 1.11x the time).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
