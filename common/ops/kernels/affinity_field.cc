@@ -189,6 +189,13 @@ inline VecF ExpVec(VecF x) {
   return y * AsFloat((__builtin_convertvector(n, VecI) + 127) << 23);
 }
 
+// Masks of the first num_vecs vectors of a pixel's padded channels: all ones on the C channel lanes, 0 on padding.
+inline void ChannelLanes(int64_t c, int num_vecs, VecI* lane_ok) {
+  for (int i = 0; i < num_vecs; ++i) {
+    for (int lane = 0; lane < kVecFloats; ++lane) lane_ok[i][lane] = i * kVecFloats + lane < c ? -1 : 0;
+  }
+}
+
 // log of the lower clip, as LogVec computes it (the log of a clipped probability below the clip).
 inline float LogClipLow() {
   static const float value = LogVec(Splat(kClipLow))[0];
@@ -348,9 +355,7 @@ void FillTable(const Geometry& g, const float* input, bool from_logits, const fl
   float* row_inverse = row_sum + padded_w;
   float* row_shift = row_inverse + padded_w;
   VecI* lane_ok = kCp > 0 ? mask_stack : mask_heap.data();  // channel lanes (not padding)
-  for (int i = 0; i < num_vecs; ++i) {
-    for (int lane = 0; lane < kVecFloats; ++lane) lane_ok[i][lane] = i * kVecFloats + lane < c ? -1 : 0;
-  }
+  ChannelLanes(c, num_vecs, lane_ok);
   const VecF zero{}, log_low = Splat(LogClipLow()), minus_inf = Splat(-INFINITY);
   for (int64_t y = y_begin - g.reach; y < y_end + g.reach; ++y) {
     const int64_t row_cell = Cell(g, y_begin, y, -g.reach);
@@ -665,9 +670,7 @@ void BackwardRows(const Geometry& g, const float* table, const float* raw, const
   VecF* centre_v = kCp > 0 ? acc_stack : acc_heap.data();  // sum g_c V(q)  [P~ part, (1-P)~ part]
   VecF* neighbour_log = centre_v + num_vecs;                  // sum g_n L(q)
   VecI* lane_ok = kCp > 0 ? mask_stack : mask_heap.data();    // channel lanes of a half (not padding)
-  for (int i = 0; i < half_vecs; ++i) {
-    for (int lane = 0; lane < kVecFloats; ++lane) lane_ok[i][lane] = i * kVecFloats + lane < c ? -1 : 0;
-  }
+  ChannelLanes(c, half_vecs, lane_ok);
   std::vector<float> sums_heap(kCp > 0 ? 0 : 2 * cp2);
   alignas(64) float sums_stack[kCp > 0 ? 4 * kCp : 1];
   float* sums = kCp > 0 ? sums_stack : sums_heap.data();
